@@ -1,0 +1,132 @@
+"""The application factory: builds services from a config and wires the HTTP layers.
+
+No import-time singletons: everything hangs off the object ``create_app`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from portside.api.app import create_api
+from portside.auth.limits import LoginFailureLimiter
+from portside.auth.permissions import Policy
+from portside.auth.tokens import TokenService
+from portside.config import PortsideConfig
+from portside.db.engine import Database, create_db_engine
+from portside.db.migrate import upgrade
+from portside.registry.app import RegistryApp
+from portside.registry.context import RegistryContext
+from portside.services.blobs import BlobService
+from portside.services.catalog import CatalogService
+from portside.services.manifests import ManifestService
+from portside.services.repositories import RepositoryService
+from portside.services.uploads import UploadService
+from portside.services.users import UserService
+from portside.storage.drivers import create_driver
+from portside.storage.placements import Placements
+from portside.workers.periodic import PeriodicJob, run_forever
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Every domain service, built once from the config."""
+
+    config: PortsideConfig
+    db: Database
+    registry: RegistryContext
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.dispose()
+
+
+def build_placements(config: PortsideConfig) -> Placements:
+    """Instantiate every configured storage location."""
+    drivers = {
+        name: create_driver(driver_name, params)
+        for name, (driver_name, params) in config.DISTRIBUTED_STORAGE_CONFIG.items()
+    }
+    return Placements(drivers, list(config.DISTRIBUTED_STORAGE_PREFERENCE))
+
+
+def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
+    """Connect to the database (migrating it if asked) and build the services."""
+    db = Database(create_db_engine(config.DB_URI, config.DB_CONNECTION_ARGS))
+    if migrate:
+        upgrade(db.engine)
+    policy = Policy(
+        anonymous_access=config.FEATURE_ANONYMOUS_ACCESS,
+        create_namespace_on_push=config.CREATE_NAMESPACE_ON_PUSH,
+    )
+    placements = build_placements(config)
+    tokens = TokenService(db, audience=config.SERVER_HOSTNAME,
+                          lifetime_s=config.REGISTRY_JWT_EXPIRATION_S)
+    tokens.load_keys()
+    registry = RegistryContext(
+        users=UserService(db, list(config.SUPER_USERS)),
+        repositories=RepositoryService(db, config.CREATE_PRIVATE_REPO_ON_PUSH),
+        blobs=BlobService(db),
+        uploads=UploadService(db, placements, config.maximum_layer_size_bytes),
+        manifests=ManifestService(db, config.maximum_manifest_size_bytes),
+        catalog=CatalogService(db, policy),
+        tokens=tokens,
+        placements=placements,
+        policy=policy,
+        login_limiter=LoginFailureLimiter(config.LOGIN_FAILURE_LIMIT,
+                                          config.LOGIN_FAILURE_WINDOW_S),
+        server_hostname=(config.SERVER_HOSTNAME
+                         if "SERVER_HOSTNAME" in config.model_fields_set else None),
+        url_scheme=config.PREFERRED_URL_SCHEME,
+        proxy_storage=config.FEATURE_PROXY_STORAGE,
+    )
+    return Services(config=config, db=db, registry=registry)
+
+
+def background_jobs(services: Services) -> list[PeriodicJob]:
+    """The housekeeping that runs inside the server in the all-in-one mode."""
+    config = services.config
+    uploads = services.registry.uploads
+    return [
+        PeriodicJob(
+            "upload-cleanup",
+            config.BLOB_UPLOAD_CLEANUP_INTERVAL_S,
+            lambda: uploads.cleanup_expired(config.BLOB_UPLOAD_EXPIRATION_S),
+        ),
+    ]
+
+
+def create_app(config: PortsideConfig, migrate: bool = True,
+               run_workers: bool = True) -> Starlette:
+    """Build the ASGI application for ``config``."""
+    services = build_services(config, migrate=migrate)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        tasks = []
+        if run_workers:
+            tasks = [asyncio.create_task(run_forever(job)) for job in background_jobs(services)]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            services.close()
+
+    app = Starlette(
+        routes=[
+            Mount("/v2", app=RegistryApp(services.registry)),
+            Mount("/api/v1", app=create_api(services)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

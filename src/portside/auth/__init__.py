@@ -1,0 +1,1 @@
+"""Identity, credentials, registry tokens and the permission decision."""

@@ -1,0 +1,120 @@
+"""``portside``: serve, validate configuration, manage users and the database."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from portside.config import CONFIG_ENV_VAR, ConfigError, PortsideConfig, load_config, validate_file
+
+app = typer.Typer(help="Portside container registry.", no_args_is_help=True,
+                  add_completion=False)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(user_app, name="user")
+app.add_typer(db_app, name="db")
+
+ConfigOption = typer.Option(None, "--config", "-c",
+                            help=f"config.yaml to use (default: ${CONFIG_ENV_VAR}, else built-in).")
+
+
+def _load(config_path: Path | None) -> PortsideConfig:
+    """Load the config or exit with one line per problem."""
+    if config_path is not None:
+        os.environ[CONFIG_ENV_VAR] = str(config_path.resolve())
+    try:
+        config, warnings = load_config()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"config error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"config warning: {warning}", err=True)
+    return config
+
+
+@app.command()
+def serve(
+    config_path: Path | None = ConfigOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    workers: int | None = typer.Option(None, "--workers",
+                                       help="HTTP worker processes (default SERVER_WORKERS)."),
+) -> None:
+    """Start the registry (migrating the database first)."""
+    config = _load(config_path)
+    from portside.app import build_services
+    from portside.server import serve as run_server
+
+    services = build_services(config, migrate=True)
+    services.close()
+    scheme = config.PREFERRED_URL_SCHEME
+    typer.echo(f"Portside listening on {scheme}://{host}:{port}", err=True)
+    run_server(host, port, workers or config.SERVER_WORKERS)
+
+
+@config_app.command("validate")
+def config_validate(path: Path = typer.Argument(..., help="The config.yaml to check.")) -> None:
+    """Check a configuration file without starting anything."""
+    problems, warnings = validate_file(path)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}")
+    for problem in problems:
+        typer.echo(f"error: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{path}: configuration is valid")
+
+
+@user_app.command("create")
+def user_create(
+    username: str = typer.Argument(..., help="The new user's name (also its namespace)."),
+    superuser: bool = typer.Option(False, "--superuser", help="Make the user a superuser."),
+    email: str | None = typer.Option(None, "--email", help="E-mail address."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from standard input."),
+    config_path: Path | None = ConfigOption,
+) -> None:
+    """Create a user. The password is read from standard input, never from arguments."""
+    if not password_stdin:
+        typer.echo("error: pass --password-stdin and write the password to standard input",
+                   err=True)
+        raise typer.Exit(2)
+    password = sys.stdin.readline().rstrip("\r\n")
+    config = _load(config_path)
+    from portside.app import build_services
+    from portside.services.users import UserError
+
+    services = build_services(config, migrate=True)
+    try:
+        services.registry.users.create_user(username, password, email=email,
+                                            superuser=superuser)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        services.close()
+    typer.echo(f"created user {username}" + (" (superuser)" if superuser else ""))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config_path: Path | None = ConfigOption) -> None:
+    """Create or migrate the database schema to the latest version."""
+    config = _load(config_path)
+    from portside.db.engine import create_db_engine
+    from portside.db.migrate import upgrade
+
+    engine = create_db_engine(config.DB_URI, config.DB_CONNECTION_ARGS)
+    upgrade(engine)
+    engine.dispose()
+    typer.echo("database schema is up to date")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,476 @@
+"""The typed Portside configuration.
+
+:class:`PortsideConfig` mirrors the subset of Red Hat Quay's ``config.yaml`` that Portside
+implements, using Quay's key names and defaults, plus a few Portside-only keys. It is
+immutable (``frozen``) and rejects unknown keys; reading a file, tolerating Quay-only keys
+and turning validation errors into readable lines is the job of
+:mod:`portside.config.loader`.
+
+Field descriptions double as the configuration reference (they end up in the JSON
+Schema produced by ``PortsideConfig.model_json_schema()``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from portside.config.sizes import parse_size
+
+__all__ = [
+    "DEFAULT_STORAGE_CONFIG",
+    "POSTGRES_SCHEMES",
+    "PortsideConfig",
+    "StorageEntry",
+]
+
+POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql", "postgresql+psycopg")
+"""Database URI schemes accepted for PostgreSQL (normalised to ``postgresql+psycopg``)."""
+
+DEFAULT_STORAGE_CONFIG: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("LocalStorage", {"storage_path": "data/storage"}),
+}
+"""The storage used when ``DISTRIBUTED_STORAGE_CONFIG`` is not configured."""
+
+# A DNS label: letters, digits and inner hyphens, at most 63 characters.
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+# --------------------------------------------------------------------------------------
+# Field-level validators
+# --------------------------------------------------------------------------------------
+
+
+def _check_port(port: str, value: str) -> None:
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"invalid port {port!r} in {value!r} (expected 1-65535)")
+
+
+def _validate_server_hostname(value: str) -> str:
+    """Accept ``host``, ``host:port``, ``1.2.3.4[:port]`` and ``[v6addr][:port]``."""
+    if "://" in value:
+        raise ValueError(
+            f"must not include a URL scheme, got {value!r} "
+            "(set the scheme with PREFERRED_URL_SCHEME)"
+        )
+    if not value:
+        raise ValueError("must not be empty")
+    if "/" in value or "?" in value or "#" in value:
+        raise ValueError(f"must be a host name or IP address with an optional port, got {value!r}")
+    if any(ch.isspace() for ch in value) or "@" in value:
+        raise ValueError(f"must be a host name or IP address with an optional port, got {value!r}")
+
+    if value.startswith("["):
+        # Bracketed IPv6 literal, optionally followed by :port.
+        end = value.find("]")
+        if end == -1:
+            raise ValueError(f"unterminated IPv6 address in {value!r}")
+        address, rest = value[1:end], value[end + 1 :]
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {address!r}") from None
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(
+                    f"must be a host name or IP address with an optional port, got {value!r}"
+                )
+            _check_port(rest[1:], value)
+        return value
+
+    if value.count(":") > 1:
+        raise ValueError(
+            f"IPv6 addresses must be written in brackets, e.g. '[::1]:8080', got {value!r}"
+        )
+    host, sep, port = value.partition(":")
+    if sep:
+        _check_port(port, value)
+    labels = host.rstrip(".").split(".") if host else []
+    if not labels or len(host) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+        raise ValueError(f"must be a host name or IP address with an optional port, got {value!r}")
+    if all(label.isdigit() for label in labels):
+        # Looks like an IPv4 address: make sure it is a valid one.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv4 address {host!r}") from None
+    return value
+
+
+def _db_scheme(uri: str) -> str | None:
+    """Return the scheme of ``uri`` (the part before ``://``) or ``None``."""
+    scheme, sep, _ = uri.partition("://")
+    return scheme.lower() if sep else None
+
+
+def _validate_db_uri(value: str) -> str:
+    """Accept SQLite file URIs and PostgreSQL URIs; never echo the URI (it may hold a password)."""
+    scheme = _db_scheme(value)
+    if scheme is None:
+        raise ValueError("not a database URI (use sqlite:///PATH or postgresql://...)")
+    if scheme == "sqlite":
+        if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
+            raise ValueError(
+                "SQLite URIs must look like sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        return value
+    if scheme in POSTGRES_SCHEMES:
+        if not value.partition("://")[2]:
+            raise ValueError("PostgreSQL URI is missing the host and database name")
+        return value
+    raise ValueError(f"unsupported database scheme {scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def _validate_size(value: str) -> str:
+    parse_size(value)  # raises ValueError with a one-line message
+    return value
+
+
+def _check_storage_entry_shape(value: Any) -> Any:
+    """Give a clear message when an entry is not ``[DriverName, {params}]``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(
+                f"expected a list [DriverName, {{parameters}}] with 2 items, got {len(value)}"
+            )
+        driver, params = value
+        if not isinstance(driver, str) or not driver:
+            raise ValueError(f"the storage driver name must be a string, got {driver!r}")
+        if params is None:
+            # "[LocalStorage, ]" or an empty parameter block in YAML.
+            params = {}
+        if not isinstance(params, dict):
+            raise ValueError(
+                f"the parameters of driver {driver} must be a mapping, got {type(params).__name__}"
+            )
+        return (driver, params)
+    raise ValueError("expected a list [DriverName, {parameters}]")
+
+
+def _validate_storage_entry(value: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Let the storage driver registry check the driver name and its parameters."""
+    # Imported lazily: the storage package imports heavy client libraries (boto3).
+    from portside.storage.drivers import validate_storage_params
+
+    driver, params = value
+    validate_storage_params(driver, params)
+    return value
+
+
+StorageEntry = Annotated[
+    tuple[StrictStr, dict[str, Any]],
+    BeforeValidator(_check_storage_entry_shape),
+    AfterValidator(_validate_storage_entry),
+]
+"""One ``DISTRIBUTED_STORAGE_CONFIG`` value: ``(driver name, driver parameters)``."""
+
+
+def _check_location_names(
+    names: list[str], info: ValidationInfo, *, allow_empty: bool
+) -> list[str]:
+    """Ensure every name in ``names`` is a configured storage location."""
+    if not names and not allow_empty:
+        raise ValueError("must name at least one storage location")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"location {name!r} is listed more than once")
+        seen.add(name)
+    storage = info.data.get("DISTRIBUTED_STORAGE_CONFIG")
+    if storage is None:
+        # DISTRIBUTED_STORAGE_CONFIG itself is invalid; that error is reported instead.
+        return names
+    missing = [name for name in names if name not in storage]
+    if missing:
+        known = ", ".join(sorted(storage))
+        listed = ", ".join(repr(name) for name in missing)
+        noun = "location" if len(missing) == 1 else "locations"
+        raise ValueError(
+            f"unknown storage {noun} {listed} (DISTRIBUTED_STORAGE_CONFIG defines: {known})"
+        )
+    return names
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+class PortsideConfig(BaseModel):
+    """Portside's configuration, read from a Quay-style ``config.yaml``.
+
+    Keys use Red Hat Quay's names and defaults where Quay has them. Construct it with
+    :func:`portside.config.loader.load_config` rather than directly, so that Quay-only
+    keys are tolerated and problems are reported as readable one-line messages.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="Portside configuration",
+    )
+
+    # --- Hosting ------------------------------------------------------------------------
+    SERVER_HOSTNAME: Annotated[StrictStr, AfterValidator(_validate_server_hostname)] = Field(
+        default="127.0.0.1:8080",
+        description=(
+            "Host name or IP address, with an optional port, that clients use to reach the "
+            "registry (no scheme, no path), e.g. 'registry.example.com' or '10.0.0.5:8080'. "
+            "It appears in image references and in token-service URLs."
+        ),
+    )
+    PREFERRED_URL_SCHEME: Literal["http", "https"] = Field(
+        default="http",
+        description=(
+            "URL scheme clients use to reach the registry. Must be 'https' whenever TLS is "
+            "used anywhere in front of Portside."
+        ),
+    )
+
+    # --- Database -----------------------------------------------------------------------
+    DB_URI: Annotated[StrictStr, AfterValidator(_validate_db_uri)] = Field(
+        default="sqlite:///data/portside.db",
+        description=(
+            "Database URI, including any credentials: 'sqlite:///relative/path.db', "
+            "'sqlite:////absolute/path.db' or 'postgresql://user:password@host:5432/dbname' "
+            "('postgresql+psycopg://' is accepted too)."
+        ),
+    )
+    DB_CONNECTION_ARGS: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Extra keyword arguments passed to the database driver when connecting, e.g. "
+            "{'connect_timeout': 10, 'sslmode': 'require'} for PostgreSQL."
+        ),
+        json_schema_extra={"default": {}},
+    )
+
+    # --- Storage ------------------------------------------------------------------------
+    DISTRIBUTED_STORAGE_CONFIG: dict[StrictStr, StorageEntry] = Field(
+        default_factory=lambda: {k: (d, dict(p)) for k, (d, p) in DEFAULT_STORAGE_CONFIG.items()},
+        description=(
+            "Storage locations: each key is a location name and each value a list "
+            "[DriverName, {parameters}], e.g. ['LocalStorage', {'storage_path': "
+            "'/var/lib/portside'}] or ['S3Storage', {'s3_bucket': ..., 's3_access_key': ..., "
+            "'s3_secret_key': ..., 'host': ..., 'storage_path': ...}]. At least one "
+            "location is required."
+        ),
+        json_schema_extra={
+            "minProperties": 1,
+            "default": {"default": ["LocalStorage", {"storage_path": "data/storage"}]},
+        },
+    )
+    DISTRIBUTED_STORAGE_PREFERENCE: list[StrictStr] = Field(
+        default_factory=lambda: ["default"],
+        description=(
+            "Storage locations in order of preference, by name in DISTRIBUTED_STORAGE_CONFIG. "
+            "New blobs are written to the first one. Defaults to all configured locations "
+            "in the order they are defined."
+        ),
+        json_schema_extra={"default": ["default"]},
+    )
+    DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS: list[StrictStr] = Field(
+        default_factory=list,
+        description=(
+            "Storage locations (by name in DISTRIBUTED_STORAGE_CONFIG) whose content should "
+            "be replicated to all other locations by default."
+        ),
+        json_schema_extra={"default": []},
+    )
+    FEATURE_PROXY_STORAGE: StrictBool = Field(
+        default=False,
+        description=(
+            "Serve blobs held in object storage through the registry itself instead of "
+            "redirecting clients to a pre-signed storage URL."
+        ),
+    )
+    MAXIMUM_LAYER_SIZE: Annotated[StrictStr, AfterValidator(_validate_size)] = Field(
+        default="20G",
+        description=(
+            "Largest accepted blob (layer), as a number with an optional unit: K, M, G, T "
+            "(powers of 1000, optionally followed by B) or Ki, Mi, Gi, Ti (powers of 1024), "
+            "e.g. '20G' or '512Mi'."
+        ),
+    )
+
+    # --- Access -------------------------------------------------------------------------
+    FEATURE_ANONYMOUS_ACCESS: StrictBool = Field(
+        default=True,
+        description="Allow anonymous (not logged in) users to pull public repositories.",
+    )
+    CREATE_PRIVATE_REPO_ON_PUSH: StrictBool = Field(
+        default=True,
+        description="Make repositories that are created by a push private.",
+    )
+    CREATE_NAMESPACE_ON_PUSH: StrictBool = Field(
+        default=False,
+        description="Create a missing organization when a user pushes into it.",
+    )
+    SUPER_USERS: list[StrictStr] = Field(
+        default_factory=list,
+        description="User names granted superuser (administrator) privileges.",
+        json_schema_extra={"default": []},
+    )
+    FEATURE_USER_INITIALIZE: StrictBool = Field(
+        default=False,
+        description=(
+            "Allow creating the first user through the API (POST /api/v1/user/initialize) "
+            "while no user exists yet."
+        ),
+    )
+
+    # --- Portside-only keys ---------------------------------------------------------------
+    MAXIMUM_MANIFEST_SIZE: Annotated[StrictStr, AfterValidator(_validate_size)] = Field(
+        default="4Mi",
+        description=(
+            "Largest accepted manifest or index, in the same format as MAXIMUM_LAYER_SIZE "
+            "(Portside-only key)."
+        ),
+    )
+    BLOB_UPLOAD_EXPIRATION_S: StrictInt = Field(
+        default=86400,
+        ge=60,
+        description=(
+            "Abandoned blob uploads older than this many seconds are deleted "
+            "(Portside-only key; at least 60)."
+        ),
+    )
+    BLOB_UPLOAD_CLEANUP_INTERVAL_S: StrictInt = Field(
+        default=3600,
+        ge=1,
+        description=(
+            "Seconds between runs of the abandoned-upload cleanup (Portside-only key; at least 1)."
+        ),
+    )
+    REGISTRY_JWT_EXPIRATION_S: StrictInt = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description=(
+            "Lifetime in seconds of the bearer tokens issued by /v2/auth "
+            "(Portside-only key; 60 to 86400)."
+        ),
+    )
+    LOGIN_FAILURE_LIMIT: StrictInt = Field(
+        default=10,
+        ge=0,
+        description=(
+            "Failed logins allowed per client address within LOGIN_FAILURE_WINDOW_S before "
+            "further attempts are answered with 429 Too Many Requests; 0 disables the limit "
+            "(Portside-only key)."
+        ),
+    )
+    LOGIN_FAILURE_WINDOW_S: StrictInt = Field(
+        default=300,
+        ge=1,
+        description=(
+            "Length in seconds of the window in which failed logins are counted "
+            "(Portside-only key; at least 1)."
+        ),
+    )
+    SERVER_WORKERS: StrictInt = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Number of HTTP worker processes (Portside-only key; 1 to 64).",
+    )
+    BLOB_PROXY_CHUNK_SIZE: Annotated[StrictStr, AfterValidator(_validate_size)] = Field(
+        default="1M",
+        description=(
+            "Chunk size used when streaming blobs from object storage through the registry, "
+            "in the same format as MAXIMUM_LAYER_SIZE (Portside-only key)."
+        ),
+    )
+
+    # --- Cross-field validation ---------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_preference(cls, data: Any) -> Any:
+        """Default DISTRIBUTED_STORAGE_PREFERENCE to every configured location, in order."""
+        if (
+            isinstance(data, dict)
+            and "DISTRIBUTED_STORAGE_PREFERENCE" not in data
+            and isinstance(data.get("DISTRIBUTED_STORAGE_CONFIG"), dict)
+            and data["DISTRIBUTED_STORAGE_CONFIG"]
+        ):
+            data = dict(data)
+            data["DISTRIBUTED_STORAGE_PREFERENCE"] = [
+                name for name in data["DISTRIBUTED_STORAGE_CONFIG"] if isinstance(name, str)
+            ]
+        return data
+
+    @field_validator("DISTRIBUTED_STORAGE_CONFIG")
+    @classmethod
+    def _require_a_location(
+        cls, value: dict[str, tuple[str, dict[str, Any]]]
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not value:
+            raise ValueError("at least one storage location is required")
+        return value
+
+    @field_validator("DISTRIBUTED_STORAGE_PREFERENCE")
+    @classmethod
+    def _check_preference(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _check_location_names(value, info, allow_empty=False)
+
+    @field_validator("DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS")
+    @classmethod
+    def _check_default_locations(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _check_location_names(value, info, allow_empty=True)
+
+    # --- Derived values -----------------------------------------------------------------
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """``DB_URI`` as an SQLAlchemy URL: PostgreSQL URIs use the psycopg (v3) driver."""
+        scheme, sep, rest = self.DB_URI.partition("://")
+        if sep and scheme.lower() in POSTGRES_SCHEMES:
+            return f"postgresql+psycopg://{rest}"
+        return self.DB_URI
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite (otherwise PostgreSQL)."""
+        return _db_scheme(self.DB_URI) == "sqlite"
+
+    @property
+    def preferred_location(self) -> str:
+        """The storage location new blobs are written to."""
+        return self.DISTRIBUTED_STORAGE_PREFERENCE[0]
+
+    @property
+    def server_url(self) -> str:
+        """The registry's external base URL, e.g. ``https://registry.example.com``."""
+        return f"{self.PREFERRED_URL_SCHEME}://{self.SERVER_HOSTNAME}"
+
+    @property
+    def maximum_layer_size_bytes(self) -> int:
+        """``MAXIMUM_LAYER_SIZE`` in bytes."""
+        return parse_size(self.MAXIMUM_LAYER_SIZE)
+
+    @property
+    def maximum_manifest_size_bytes(self) -> int:
+        """``MAXIMUM_MANIFEST_SIZE`` in bytes."""
+        return parse_size(self.MAXIMUM_MANIFEST_SIZE)
+
+    @property
+    def blob_proxy_chunk_size_bytes(self) -> int:
+        """``BLOB_PROXY_CHUNK_SIZE`` in bytes."""
+        return parse_size(self.BLOB_PROXY_CHUNK_SIZE)

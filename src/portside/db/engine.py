@@ -1,0 +1,74 @@
+"""Engine and session factory for SQLite (embedded) and PostgreSQL (production)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def normalise_url(db_uri: str) -> str:
+    """Map Quay-style URIs onto SQLAlchemy driver URLs (psycopg 3 for PostgreSQL)."""
+    if db_uri.startswith("postgresql://"):
+        return "postgresql+psycopg://" + db_uri[len("postgresql://") :]
+    if db_uri.startswith("postgres://"):
+        return "postgresql+psycopg://" + db_uri[len("postgres://") :]
+    return db_uri
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed while a writer commits; busy_timeout makes concurrent
+    # writers wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_db_engine(db_uri: str, connect_args: dict[str, Any] | None = None,
+                     pool_size: int = 10) -> Engine:
+    """Create an engine; for SQLite, make the file's folder and set WAL mode."""
+    url = make_url(normalise_url(db_uri))
+    args = dict(connect_args or {})
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+        args.setdefault("check_same_thread", False)
+        engine = create_engine(url, connect_args=args, pool_size=pool_size, max_overflow=20)
+        event.listen(engine, "connect", _configure_sqlite)
+        # pysqlite's own transaction handling defers BEGIN; issue BEGIN IMMEDIATE-free
+        # plain BEGIN ourselves so SELECTs inside a write transaction see a snapshot.
+        return engine
+    return create_engine(
+        url, connect_args=args, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+    )
+
+
+class Database:
+    """Owns the engine and hands out sessions whose transaction commits on success."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._factory = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite database."""
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on exit, rolled back on error."""
+        with self._factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

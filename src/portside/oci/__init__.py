@@ -1,0 +1,1 @@
+"""Pure OCI/Docker format logic: digests, names, media types, manifests. No I/O."""

@@ -1,0 +1,106 @@
+"""Routing of ``/v2`` requests to their handlers, and error mapping.
+
+Repository names contain slashes, so the path is matched from its end: the last
+``/manifests/``, ``/blobs/``, ``/tags/list`` or ``/referrers/`` segment splits the name
+from the rest, as Distribution does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from portside.registry.access import Challenge, authenticate, challenge
+from portside.registry.context import RegistryContext
+from portside.registry.errors import error_response
+from portside.registry.handlers import blobs, listings, manifests, token, uploads
+from portside.registry.http import empty
+from portside.services.errors import NameInvalid, RegistryError, TooManyRequests, Unsupported
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Response]]
+
+_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$"), {
+        "GET": manifests.get_manifest, "HEAD": manifests.get_manifest,
+        "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest,
+    }),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$"), {"POST": uploads.start_upload}),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<ref>[^/]+)$"), {
+        "PATCH": uploads.patch_upload, "PUT": uploads.put_upload,
+        "GET": uploads.get_upload, "DELETE": uploads.cancel_upload,
+    }),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)$"), {
+        "GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob,
+    }),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), {"GET": listings.list_tags}),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<ref>[^/]+)$"), {"GET": listings.referrers}),
+]
+
+
+async def _base(request: Request, ctx: RegistryContext) -> Response:
+    """``GET /v2/``: 200 for authenticated callers, the token challenge otherwise."""
+    identity = await authenticate(request, ctx)
+    if identity.subject.anonymous and identity.grant is None:
+        raise Challenge("authentication required", challenge(request, ctx))
+    return empty(200, {"Content-Type": "application/json", "Content-Length": "2"})
+
+
+def _resolve(path: str, method: str) -> tuple[Handler, tuple[str, ...]]:
+    if path in ("/v2", "/v2/"):
+        if method in ("GET", "HEAD"):
+            return _base, ()
+        raise Unsupported("method not allowed")
+    if path == "/v2/auth":
+        if method == "GET":
+            return token.issue_token, ()
+        raise Unsupported("method not allowed")
+    if path == "/v2/_catalog":
+        if method == "GET":
+            return listings.catalog, ()
+        raise Unsupported("method not allowed")
+    for pattern, methods in _ROUTES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        handler = methods.get(method)
+        if handler is None:
+            raise Unsupported(f"method {method} not allowed here")
+        return handler, tuple(v for v in match.groups() if v is not None)
+    raise NameInvalid("no such endpoint or invalid repository name", {"path": path[:255]})
+
+
+class RegistryApp:
+    """The ASGI application serving ``/v2``."""
+
+    def __init__(self, ctx: RegistryContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        method = request.method
+        try:
+            handler, args = _resolve(scope["path"], method)
+            response = await handler(request, self.ctx, *args)
+        except Challenge as exc:
+            response = error_response(exc, head=method == "HEAD",
+                                      headers={"WWW-Authenticate": exc.header})
+        except TooManyRequests as exc:
+            retry = (exc.detail or {}).get("retry_after", 60)
+            response = error_response(exc, head=method == "HEAD",
+                                      headers={"Retry-After": str(retry)})
+        except RegistryError as exc:
+            response = error_response(exc, head=method == "HEAD")
+        except Exception:
+            log.exception("unhandled error serving %s %s", method, scope["path"])
+            error = RegistryError("internal server error")
+            response = error_response(error, head=method == "HEAD")
+        await response(scope, receive, send)
+        # A request body the handler did not read (e.g. refused before reading) is left
+        # for the server to discard; nothing to do here.

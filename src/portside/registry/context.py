@@ -1,0 +1,37 @@
+"""Everything the /v2 handlers need, built once by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from portside.auth.limits import LoginFailureLimiter
+from portside.auth.permissions import Policy
+from portside.auth.tokens import TokenService
+from portside.services.blobs import BlobService
+from portside.services.catalog import CatalogService
+from portside.services.manifests import ManifestService
+from portside.services.repositories import RepositoryService
+from portside.services.uploads import UploadService
+from portside.services.users import UserService
+from portside.storage.placements import Placements
+
+
+@dataclass
+class RegistryContext:
+    """Services and settings shared by the registry's handlers."""
+
+    users: UserService
+    repositories: RepositoryService
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+    catalog: CatalogService
+    tokens: TokenService
+    placements: Placements
+    policy: Policy
+    login_limiter: LoginFailureLimiter
+    #: ``SERVER_HOSTNAME`` when set explicitly; otherwise the request's Host is used.
+    server_hostname: str | None
+    url_scheme: str
+    #: Serve object-storage blobs through the registry instead of redirecting.
+    proxy_storage: bool

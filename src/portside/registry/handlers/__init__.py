@@ -1,0 +1,1 @@
+"""Request handlers of the /v2 API, one module per resource."""

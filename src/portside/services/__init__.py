@@ -1,0 +1,1 @@
+"""Domain operations. The only way upper layers touch the database and storage."""

@@ -1,0 +1,39 @@
+"""The repository catalog: every repository the caller can see, paginated."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+
+from portside.auth.permissions import Policy, Subject
+from portside.db.engine import Database
+from portside.db.models import Namespace, Repository, User
+
+
+class CatalogService:
+    """Lists repositories visible to a subject in lexical order of full name."""
+
+    def __init__(self, db: Database, policy: Policy) -> None:
+        self._db = db
+        self._policy = policy
+
+    def list(self, subject: Subject, last: str | None, limit: int | None) -> list[str]:
+        """Full names after ``last`` (exclusive), at most ``limit``."""
+        full_name = Namespace.name + "/" + Repository.name
+        query = select(full_name).join(Namespace, Namespace.id == Repository.namespace_id)
+        visible = []
+        if not subject.anonymous or self._policy.anonymous_access:
+            visible.append(Repository.public.is_(True))
+        if subject.user_id is not None:
+            own = select(User.namespace_id).where(User.id == subject.user_id)
+            visible.append(Repository.namespace_id.in_(own))
+            visible.append(Namespace.created_by_user_id == subject.user_id)
+        if not visible:
+            return []
+        query = query.where(or_(*visible))
+        if last:
+            query = query.where(full_name > last)
+        query = query.order_by(full_name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._db.session() as session:
+            return list(session.scalars(query))

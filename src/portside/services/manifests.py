@@ -1,0 +1,327 @@
+"""Manifests and tags: push, pull, delete, referrers.
+
+A manifest is accepted only when everything it references is already in the
+repository (blobs for image manifests, manifests for indexes), so a pull of anything
+the registry acknowledged always succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portside.db.engine import Database
+from portside.db.models import (
+    Blob,
+    Manifest,
+    ManifestBlob,
+    ManifestChild,
+    RepositoryBlob,
+    Tag,
+)
+from portside.oci import manifest as oci_manifest
+from portside.oci import mediatypes as mt
+from portside.oci.digest import InvalidDigest, digest_of, is_digest, parse_digest
+from portside.oci.names import is_valid_tag
+from portside.services.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    TooLarge,
+    Unsupported,
+)
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """A manifest as served to clients."""
+
+    digest: str
+    media_type: str
+    content: bytes
+    subject_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class PushedManifest:
+    """The outcome of a manifest ``PUT``."""
+
+    digest: str
+    subject_digest: str | None
+
+
+def now_ms() -> int:
+    """Current time in milliseconds (tag lifetimes)."""
+    return int(time.time() * 1000)
+
+
+def check_reference(reference: str) -> None:
+    """Validate a manifest reference (tag or digest) from a URL."""
+    if is_digest(reference):
+        try:
+            parse_digest(reference)
+        except InvalidDigest as exc:
+            raise DigestInvalid(str(exc), {"reference": reference[:200]}) from None
+    elif not is_valid_tag(reference):
+        raise ManifestInvalid("invalid tag name", {"reference": reference[:200]})
+
+
+class ManifestService:
+    """Stores, resolves and deletes manifests and tags of a repository."""
+
+    def __init__(self, db: Database, max_manifest_size: int) -> None:
+        self._db = db
+        self.max_manifest_size = max_manifest_size
+
+    # --- read -------------------------------------------------------------------
+    def get(self, repository_id: int, reference: str) -> StoredManifest:
+        """Resolve a tag or digest; raises :class:`ManifestUnknown`."""
+        check_reference(reference)
+        columns = (Manifest.digest, Manifest.media_type, Manifest.content,
+                   Manifest.subject_digest)
+        with self._db.session() as session:
+            if is_digest(reference):
+                row = session.execute(
+                    select(*columns).where(
+                        Manifest.repository_id == repository_id, Manifest.digest == reference
+                    )
+                ).first()
+            else:
+                row = session.execute(
+                    select(*columns)
+                    .join(Tag, Tag.manifest_id == Manifest.id)
+                    .where(
+                        Tag.repository_id == repository_id,
+                        Tag.name == reference,
+                        Tag.lifetime_end_ms.is_(None),
+                    )
+                ).first()
+        if row is None:
+            raise ManifestUnknown("manifest unknown", {"reference": reference})
+        return StoredManifest(row.digest, row.media_type, row.content, row.subject_digest)
+
+    def tags(self, repository_id: int, last: str | None, limit: int | None) -> list[str]:
+        """Active tag names in lexical order, after ``last``, at most ``limit``."""
+        query = select(Tag.name).where(
+            Tag.repository_id == repository_id, Tag.lifetime_end_ms.is_(None)
+        )
+        if last:
+            query = query.where(Tag.name > last)
+        query = query.order_by(Tag.name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._db.session() as session:
+            return list(session.scalars(query))
+
+    def referrers(self, repository_id: int, subject: str,
+                  artifact_type: str | None) -> bytes:
+        """An OCI index of the manifests whose ``subject`` is ``subject``."""
+        try:
+            parse_digest(subject)
+        except InvalidDigest as exc:
+            raise DigestInvalid(str(exc), {"digest": subject[:200]}) from None
+        query = select(Manifest.digest, Manifest.media_type, Manifest.size,
+                       Manifest.artifact_type, Manifest.content).where(
+            Manifest.repository_id == repository_id, Manifest.subject_digest == subject
+        )
+        if artifact_type:
+            query = query.where(Manifest.artifact_type == artifact_type)
+        with self._db.session() as session:
+            rows = session.execute(query.order_by(Manifest.id)).all()
+        descriptors = []
+        for row in rows:
+            descriptor: dict[str, object] = {
+                "mediaType": row.media_type,
+                "digest": row.digest,
+                "size": row.size,
+            }
+            if row.artifact_type:
+                descriptor["artifactType"] = row.artifact_type
+            annotations = json.loads(row.content).get("annotations")
+            if annotations:
+                descriptor["annotations"] = annotations
+            descriptors.append(descriptor)
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
+        return json.dumps(index, separators=(",", ":")).encode()
+
+    # --- write ------------------------------------------------------------------
+    def put(self, repository_id: int, reference: str, content_type: str | None,
+            raw: bytes) -> PushedManifest:
+        """Validate and store a manifest; point the tag at it when ``reference`` is one."""
+        check_reference(reference)
+        if len(raw) > self.max_manifest_size:
+            raise TooLarge(f"manifest exceeds the maximum size of {self.max_manifest_size} bytes")
+        if is_digest(reference):
+            algorithm = reference.split(":", 1)[0]
+            digest = digest_of(raw, algorithm)
+            if digest != reference:
+                raise DigestInvalid(
+                    "manifest digest does not match the content",
+                    {"expected": reference, "actual": digest},
+                )
+        else:
+            digest = digest_of(raw)
+        try:
+            parsed = oci_manifest.parse_manifest(raw, content_type)
+        except oci_manifest.ManifestUnsupported as exc:
+            raise Unsupported(str(exc)) from None
+        except oci_manifest.ManifestInvalid as exc:
+            raise ManifestInvalid(str(exc)) from None
+        tag = None if is_digest(reference) else reference
+        for _attempt in range(3):
+            try:
+                with self._db.session() as session:
+                    manifest_id = self._store(session, repository_id, digest, raw, parsed)
+                    if tag is not None:
+                        self._point_tag(session, repository_id, tag, manifest_id)
+                break
+            except IntegrityError:
+                continue  # a concurrent push of the same manifest or tag; re-read and retry
+        else:
+            raise RuntimeError("could not store manifest after concurrent updates")
+        return PushedManifest(digest, parsed.subject.digest if parsed.subject else None)
+
+    def delete(self, repository_id: int, reference: str) -> None:
+        """Delete a tag (only the tag) or a manifest by digest (with its tags)."""
+        check_reference(reference)
+        with self._db.session() as session:
+            if not is_digest(reference):
+                result = session.execute(
+                    update(Tag)
+                    .where(Tag.repository_id == repository_id, Tag.name == reference,
+                           Tag.lifetime_end_ms.is_(None))
+                    .values(lifetime_end_ms=now_ms())
+                )
+                if result.rowcount == 0:  # type: ignore[attr-defined]
+                    raise ManifestUnknown("tag unknown", {"reference": reference})
+                return
+            manifest = session.scalar(
+                select(Manifest).where(Manifest.repository_id == repository_id,
+                                       Manifest.digest == reference)
+            )
+            if manifest is None:
+                raise ManifestUnknown("manifest unknown", {"reference": reference})
+            parent = session.scalar(
+                select(Manifest.digest)
+                .join(ManifestChild, ManifestChild.manifest_id == Manifest.id)
+                .where(ManifestChild.child_id == manifest.id)
+                .limit(1)
+            )
+            if parent is not None:
+                raise Unsupported(
+                    f"manifest is referenced by index {parent}; delete the index first",
+                    {"digest": reference},
+                )
+            session.execute(delete(Tag).where(Tag.manifest_id == manifest.id))
+            session.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest.id))
+            session.execute(
+                delete(ManifestChild).where(ManifestChild.manifest_id == manifest.id)
+            )
+            session.delete(manifest)
+
+    # --- internals ----------------------------------------------------------------
+    def _store(self, session: Session, repository_id: int, digest: str, raw: bytes,
+               parsed: oci_manifest.ParsedManifest) -> int:
+        existing = session.scalar(
+            select(Manifest.id).where(Manifest.repository_id == repository_id,
+                                      Manifest.digest == digest)
+        )
+        if existing is not None:
+            return existing
+        blob_ids = self._check_blobs(session, repository_id, parsed)
+        child_ids = self._check_children(session, repository_id, parsed)
+        manifest = Manifest(
+            repository_id=repository_id,
+            digest=digest,
+            media_type=parsed.media_type,
+            artifact_type=parsed.effective_artifact_type,
+            subject_digest=parsed.subject.digest if parsed.subject else None,
+            size=len(raw),
+            content=raw,
+        )
+        session.add(manifest)
+        session.flush()
+        session.add_all(ManifestBlob(manifest_id=manifest.id, blob_id=b) for b in blob_ids)
+        session.add_all(ManifestChild(manifest_id=manifest.id, child_id=c) for c in child_ids)
+        return manifest.id
+
+    @staticmethod
+    def _check_blobs(session: Session, repository_id: int,
+                     parsed: oci_manifest.ParsedManifest) -> set[int]:
+        descriptors = parsed.blob_descriptors()
+        if not descriptors:
+            return set()
+        wanted = {d.digest for d in descriptors}
+        rows = session.execute(
+            select(Blob.id, Blob.digest, Blob.size)
+            .join(RepositoryBlob, and_(RepositoryBlob.blob_id == Blob.id,
+                                       RepositoryBlob.repository_id == repository_id))
+            .where(Blob.digest.in_(wanted))
+        ).all()
+        found = {row.digest: row for row in rows}
+        for descriptor in descriptors:
+            row = found.get(descriptor.digest)
+            if row is None:
+                raise ManifestBlobUnknown(
+                    f"manifest references blob {descriptor.digest} that is not in the repository",
+                    {"digest": descriptor.digest},
+                )
+            if row.size != descriptor.size:
+                raise ManifestInvalid(
+                    f"descriptor size {descriptor.size} of {descriptor.digest} does not match "
+                    f"the stored blob's size {row.size}",
+                    {"digest": descriptor.digest},
+                )
+        return {row.id for row in rows}
+
+    @staticmethod
+    def _check_children(session: Session, repository_id: int,
+                        parsed: oci_manifest.ParsedManifest) -> set[int]:
+        if not parsed.children:
+            return set()
+        wanted = {d.digest for d in parsed.children}
+        rows = session.execute(
+            select(Manifest.id, Manifest.digest, Manifest.size).where(
+                Manifest.repository_id == repository_id, Manifest.digest.in_(wanted)
+            )
+        ).all()
+        found = {row.digest: row for row in rows}
+        for descriptor in parsed.children:
+            row = found.get(descriptor.digest)
+            if row is None:
+                raise ManifestBlobUnknown(
+                    f"index references manifest {descriptor.digest} that is not in the "
+                    "repository",
+                    {"digest": descriptor.digest},
+                )
+            if row.size != descriptor.size:
+                raise ManifestInvalid(
+                    f"descriptor size {descriptor.size} of {descriptor.digest} does not match "
+                    f"the stored manifest's size {row.size}",
+                    {"digest": descriptor.digest},
+                )
+        return {row.id for row in rows}
+
+    @staticmethod
+    def _point_tag(session: Session, repository_id: int, name: str, manifest_id: int) -> None:
+        current = session.execute(
+            select(Tag.id, Tag.manifest_id).where(
+                Tag.repository_id == repository_id, Tag.name == name,
+                Tag.lifetime_end_ms.is_(None)
+            )
+        ).first()
+        if current is not None and current.manifest_id == manifest_id:
+            return
+        now = now_ms()
+        if current is not None:
+            # Moving a tag ends its current lifetime and starts a new one (tag history).
+            session.execute(update(Tag).where(Tag.id == current.id).values(lifetime_end_ms=now))
+        session.add(Tag(repository_id=repository_id, name=name, manifest_id=manifest_id,
+                        lifetime_start_ms=now))
+        session.flush()

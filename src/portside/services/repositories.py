@@ -1,0 +1,136 @@
+"""Repositories and namespaces as the registry sees them: lookup, facts, create on push."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portside.auth.permissions import RepositoryFacts, Subject
+from portside.db.engine import Database
+from portside.db.models import Namespace, Repository, User
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    """A repository that exists."""
+
+    id: int
+    namespace: str
+    name: str
+    public: bool
+    state: str
+
+    @property
+    def full_name(self) -> str:
+        """``namespace/name`` as clients write it."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The permission facts for a name, and the repository if it exists."""
+
+    facts: RepositoryFacts
+    repository: RepositoryRef | None
+
+
+def namespace_admins(session: Session, namespace: Namespace) -> frozenset[int]:
+    """Users who administer ``namespace`` (the owner, or an organization's creator)."""
+    if namespace.kind == "user":
+        user_id = session.scalar(select(User.id).where(User.namespace_id == namespace.id))
+        return frozenset({user_id}) if user_id is not None else frozenset()
+    return frozenset({namespace.created_by_user_id}) if namespace.created_by_user_id else frozenset()
+
+
+def lookup_in_session(session: Session, namespace_name: str, repo_name: str) -> Lookup:
+    """:meth:`RepositoryService.lookup` inside an existing session."""
+    namespace = session.scalar(select(Namespace).where(Namespace.name == namespace_name))
+    if namespace is None:
+        return Lookup(RepositoryFacts(namespace_exists=False), None)
+    admins = namespace_admins(session, namespace)
+    repo = session.scalar(
+        select(Repository).where(
+            Repository.namespace_id == namespace.id, Repository.name == repo_name
+        )
+    )
+    if repo is None:
+        return Lookup(RepositoryFacts(namespace_exists=True, namespace_admins=admins), None)
+    facts = RepositoryFacts(
+        namespace_exists=True,
+        namespace_admins=admins,
+        repository_exists=True,
+        public=repo.public,
+        state=repo.state,
+    )
+    ref = RepositoryRef(repo.id, namespace_name, repo.name, repo.public, repo.state)
+    return Lookup(facts, ref)
+
+
+class RepositoryService:
+    """Finds repositories and creates them on first push."""
+
+    def __init__(self, db: Database, create_private_on_push: bool) -> None:
+        self._db = db
+        self._create_private = create_private_on_push
+
+    def lookup(self, namespace_name: str, repo_name: str) -> Lookup:
+        """Everything the permission decision and the handlers need about a name."""
+        with self._db.session() as session:
+            return lookup_in_session(session, namespace_name, repo_name)
+
+    def lookup_by_id(self, repository_id: int) -> Lookup | None:
+        """Like :meth:`lookup`, for a repository known by id (``None`` if gone)."""
+        with self._db.session() as session:
+            row = session.execute(
+                select(Namespace.name, Repository.name)
+                .join(Namespace, Namespace.id == Repository.namespace_id)
+                .where(Repository.id == repository_id)
+            ).first()
+            if row is None:
+                return None
+            return lookup_in_session(session, row[0], row[1])
+
+    def ensure_for_push(self, subject: Subject, namespace_name: str,
+                        repo_name: str) -> RepositoryRef:
+        """Return the repository, creating it (and an organization namespace) if missing.
+
+        The caller has already decided that ``subject`` may push here.
+        """
+        for _attempt in range(3):
+            try:
+                with self._db.session() as session:
+                    namespace = session.scalar(
+                        select(Namespace).where(Namespace.name == namespace_name)
+                    )
+                    if namespace is None:
+                        namespace = Namespace(
+                            name=namespace_name,
+                            kind="organization",
+                            created_by_user_id=subject.user_id,
+                        )
+                        session.add(namespace)
+                        session.flush()
+                    repo = session.scalar(
+                        select(Repository).where(
+                            Repository.namespace_id == namespace.id,
+                            Repository.name == repo_name,
+                        )
+                    )
+                    if repo is None:
+                        repo = Repository(
+                            namespace_id=namespace.id,
+                            name=repo_name,
+                            public=not self._create_private,
+                        )
+                        session.add(repo)
+                        session.flush()
+                    return RepositoryRef(
+                        repo.id, namespace_name, repo.name, repo.public, repo.state
+                    )
+            except IntegrityError:
+                # Another request created the namespace or repository concurrently.
+                continue
+        raise RuntimeError(f"could not create repository {namespace_name}/{repo_name}")

@@ -1,0 +1,163 @@
+"""Users: creation, password authentication, first-user bootstrap."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portside.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
+from portside.auth.permissions import Subject
+from portside.db.engine import Database
+from portside.db.models import AccessToken, Namespace, User, utcnow
+from portside.oci.names import is_valid_namespace
+
+
+class UserError(ValueError):
+    """A user cannot be created as asked (bad name, taken name, weak password)."""
+
+
+class AlreadyInitialized(UserError):
+    """The first-user bootstrap was attempted on a registry that already has users."""
+
+
+#: Username that marks an API access token used as a password (Quay's convention).
+OAUTH_TOKEN_USERNAME = "$oauthtoken"
+#: Scopes of the token returned by the first-user bootstrap: everything.
+ALL_API_SCOPES = "repo:read repo:write repo:admin repo:create user:read user:admin org:admin super:user"
+
+
+def token_digest(token: str) -> str:
+    """How an access token is stored: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# A successful password check is remembered this long, keyed by a hash of the
+# credentials: Argon2 is deliberately slow, and clients using Basic auth send the
+# password on every request. Failures are never cached.
+_AUTH_CACHE_TTL_S = 60.0
+
+
+class UserService:
+    """Creates and authenticates users."""
+
+    def __init__(self, db: Database, super_users: list[str]) -> None:
+        self._db = db
+        self._super_users = frozenset(super_users)
+        self._auth_cache: dict[bytes, tuple[Subject, float]] = {}
+        self._lock = threading.Lock()
+
+    def create_user(self, username: str, password: str, email: str | None = None,
+                    superuser: bool = False) -> Subject:
+        """Create a user and its namespace. Raises :class:`UserError`."""
+        return self._create(username, password, email, superuser, only_if_empty=False)[0]
+
+    def initialize(self, username: str, password: str, email: str | None,
+                   with_token: bool) -> tuple[Subject, str | None]:
+        """Quay's first-user bootstrap: create a superuser while no user exists.
+
+        Returns the subject and, if asked, a new API access token with every scope.
+        """
+        return self._create(username, password, email, True, only_if_empty=True,
+                            with_token=with_token)
+
+    def _create(self, username: str, password: str, email: str | None, superuser: bool,
+                only_if_empty: bool, with_token: bool = False) -> tuple[Subject, str | None]:
+        if not is_valid_namespace(username):
+            raise UserError(
+                f"invalid username {username!r}: use 2-255 lower-case letters, digits and "
+                "separators (. _ -), starting and ending with a letter or digit"
+            )
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        try:
+            with self._db.session() as session:
+                if only_if_empty:
+                    self._lock_users(session)
+                    if session.scalar(select(func.count(User.id))):
+                        raise AlreadyInitialized("cannot initialize: the registry already has users")
+                if session.scalar(select(Namespace.id).where(Namespace.name == username)):
+                    raise UserError(f"the name {username!r} is already taken")
+                namespace = Namespace(name=username, kind="user")
+                session.add(namespace)
+                session.flush()
+                user = User(
+                    namespace_id=namespace.id,
+                    username=username,
+                    email=email,
+                    password_hash=hash_password(password),
+                    superuser=superuser,
+                )
+                session.add(user)
+                session.flush()
+                token = None
+                if with_token:
+                    token = secrets.token_urlsafe(30)
+                    session.add(AccessToken(user_id=user.id, token_hash=token_digest(token),
+                                            scopes=ALL_API_SCOPES))
+                return self._subject(user), token
+        except IntegrityError:
+            raise UserError(f"the name {username!r} or e-mail is already taken") from None
+
+    def count(self) -> int:
+        """Number of users."""
+        with self._db.session() as session:
+            return session.scalar(select(func.count(User.id))) or 0
+
+    def authenticate(self, username: str, password: str) -> Subject | None:
+        """Check a username and password; ``None`` if they do not match an enabled user."""
+        key = hashlib.sha256(f"{username}\0{password}".encode()).digest()
+        now = time.monotonic()
+        cached = self._auth_cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if username == OAUTH_TOKEN_USERNAME:
+            user = self._user_for_token(password)
+            if user is None:
+                return None
+        else:
+            with self._db.session() as session:
+                user = session.scalar(select(User).where(User.username == username))
+            if user is None or not verify_password(user.password_hash, password):
+                return None
+        if not user.enabled:
+            return None
+        subject = self._subject(user)
+        with self._lock:
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[key] = (subject, now + _AUTH_CACHE_TTL_S)
+        return subject
+
+    def _user_for_token(self, token: str) -> User | None:
+        with self._db.session() as session:
+            row = session.execute(
+                select(User, AccessToken.expires_at)
+                .join(AccessToken, AccessToken.user_id == User.id)
+                .where(AccessToken.token_hash == token_digest(token))
+            ).first()
+        if row is None:
+            return None
+        user, expires_at = row
+        if expires_at is not None and expires_at.replace(tzinfo=expires_at.tzinfo or
+                                                         utcnow().tzinfo) <= utcnow():
+            return None
+        return user
+
+    def _lock_users(self, session: Session) -> None:
+        # SQLite serialises writers already; PostgreSQL needs an explicit lock so two
+        # concurrent bootstraps cannot both see an empty table.
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text('LOCK TABLE "user" IN SHARE ROW EXCLUSIVE MODE'))
+
+    def _subject(self, user: User) -> Subject:
+        return Subject(
+            user_id=user.id,
+            username=user.username,
+            superuser=user.superuser or user.username in self._super_users,
+        )
