@@ -33,7 +33,7 @@ _STATUS: dict[type[e.RegistryError], int] = {
 def status_for(error: e.RegistryError) -> int:
     """The HTTP status of a domain error (most specific class wins)."""
     for cls in type(error).__mro__:
-        status = _STATUS.get(cls)  # type: ignore[call-overload]
+        status = _STATUS.get(cls)
         if status is not None:
             return status
     return 500

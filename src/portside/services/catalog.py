@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 
 from portside.auth.permissions import Policy, Subject
 from portside.db.engine import Database
@@ -20,7 +20,7 @@ class CatalogService:
         """Full names after ``last`` (exclusive), at most ``limit``."""
         full_name = Namespace.name + "/" + Repository.name
         query = select(full_name).join(Namespace, Namespace.id == Repository.namespace_id)
-        visible = []
+        visible: list[ColumnElement[bool]] = []
         if not subject.anonymous or self._policy.anonymous_access:
             visible.append(Repository.public.is_(True))
         if subject.user_id is not None:

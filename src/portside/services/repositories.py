@@ -42,7 +42,8 @@ def namespace_admins(session: Session, namespace: Namespace) -> frozenset[int]:
     if namespace.kind == "user":
         user_id = session.scalar(select(User.id).where(User.namespace_id == namespace.id))
         return frozenset({user_id}) if user_id is not None else frozenset()
-    return frozenset({namespace.created_by_user_id}) if namespace.created_by_user_id else frozenset()
+    creator = namespace.created_by_user_id
+    return frozenset({creator}) if creator is not None else frozenset()
 
 
 def lookup_in_session(session: Session, namespace_name: str, repo_name: str) -> Lookup:

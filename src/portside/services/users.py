@@ -29,7 +29,9 @@ class AlreadyInitialized(UserError):
 #: Username that marks an API access token used as a password (Quay's convention).
 OAUTH_TOKEN_USERNAME = "$oauthtoken"
 #: Scopes of the token returned by the first-user bootstrap: everything.
-ALL_API_SCOPES = "repo:read repo:write repo:admin repo:create user:read user:admin org:admin super:user"
+ALL_API_SCOPES = (
+    "repo:read repo:write repo:admin repo:create user:read user:admin org:admin super:user"
+)
 
 
 def token_digest(token: str) -> str:
@@ -80,7 +82,9 @@ class UserService:
                 if only_if_empty:
                     self._lock_users(session)
                     if session.scalar(select(func.count(User.id))):
-                        raise AlreadyInitialized("cannot initialize: the registry already has users")
+                        raise AlreadyInitialized(
+                            "cannot initialize: the registry already has users"
+                        )
                 if session.scalar(select(Namespace.id).where(Namespace.name == username)):
                     raise UserError(f"the name {username!r} is already taken")
                 namespace = Namespace(name=username, kind="user")

@@ -49,7 +49,7 @@ def _check_host(value: str | None) -> str | None:
         )
     if value.count(":") == 1:
         raise ValueError(f"must not include a port, got {value!r} (use parameter 'port')")
-    if not _HOST_RE.match(value):
+    if not _HOST_RE.fullmatch(value):
         raise ValueError(f"not a valid host name: {value!r}")
     return value
 
@@ -79,6 +79,14 @@ class S3StorageParams(_Params):
     s3_region: str | None = None
     endpoint_url: str | None = None
     server_side_assembly: bool = True
+
+    @field_validator("s3_access_key", "s3_secret_key", "host", "port", "s3_region",
+                     "endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # Quay configurations often spell an unset optional value as "" (Quay itself
+        # treats "" like None, e.g. for IAM-role credentials).
+        return None if value == "" else value
 
     _host = field_validator("host")(_check_host)
 
@@ -119,6 +127,11 @@ class RadosGWStorageParams(_Params):
     server_side_assembly: bool = True
 
     _hostname = field_validator("hostname")(_check_host)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 def _make_local(params: BaseModel) -> StorageDriver:

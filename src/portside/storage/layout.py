@@ -27,7 +27,8 @@ import re
 UPLOADS_DIR = "uploads"
 """Top-level directory (key prefix) holding uploads in progress."""
 
-#: The OCI digest grammar: ``algorithm ":" encoded``.
+#: The OCI digest grammar: ``algorithm ":" encoded``. The patterns of this module are
+#: used with ``fullmatch``: with ``match``, ``$`` would also accept a trailing newline.
 DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 #: Digest algorithms Portside stores blobs for, with the length of their hex encoding.
@@ -50,13 +51,13 @@ def blob_path(digest: str) -> str:
     """
     if not isinstance(digest, str) or "/" in digest or ".." in digest:
         raise ValueError(f"invalid digest {digest!r}")
-    if not DIGEST_RE.match(digest):
+    if not DIGEST_RE.fullmatch(digest):
         raise ValueError(f"invalid digest {digest!r}")
     algorithm, _, encoded = digest.partition(":")
     expected_length = BLOB_ALGORITHMS.get(algorithm)
     if expected_length is None:
         raise ValueError(f"unsupported digest algorithm {algorithm!r} in {digest!r}")
-    if len(encoded) != expected_length or not _HEX_RE.match(encoded):
+    if len(encoded) != expected_length or not _HEX_RE.fullmatch(encoded):
         raise ValueError(
             f"invalid digest {digest!r}: {algorithm} needs {expected_length} lowercase hex chars"
         )
@@ -65,7 +66,7 @@ def blob_path(digest: str) -> str:
 
 def check_upload_id(upload_id: str) -> str:
     """Return ``upload_id`` unchanged if it is safe to use in a path, else raise ValueError."""
-    if not isinstance(upload_id, str) or not UPLOAD_ID_RE.match(upload_id):
+    if not isinstance(upload_id, str) or not UPLOAD_ID_RE.fullmatch(upload_id):
         raise ValueError(f"invalid upload id {upload_id!r}")
     return upload_id
 

@@ -354,7 +354,7 @@ class LocalStorage:
             return iter(())
         return (
             name for name in names
-            if layout.UPLOAD_ID_RE.match(name) and os.path.isdir(os.path.join(uploads, name))
+            if layout.UPLOAD_ID_RE.fullmatch(name) and os.path.isdir(os.path.join(uploads, name))
         )
 
 

@@ -149,6 +149,12 @@ class S3Storage:
     ) -> None:
         if not s3_bucket:
             raise ValueError("S3Storage: s3_bucket must not be empty")
+        # Like Quay, treat "" as unset (common in configurations using IAM roles).
+        s3_access_key = s3_access_key or None
+        s3_secret_key = s3_secret_key or None
+        host = host or None
+        endpoint_url = endpoint_url or None
+        s3_region = s3_region or None
         if (s3_access_key is None) != (s3_secret_key is None):
             raise ValueError("S3Storage: give both s3_access_key and s3_secret_key, or neither")
         if host and endpoint_url:
@@ -414,7 +420,7 @@ class S3Storage:
             key = item.get("key") if isinstance(item, dict) else None
             size = item.get("size") if isinstance(item, dict) else None
             if (not isinstance(key, str) or not key.startswith(directory)
-                    or not _SEGMENT_RE.match(key[len(directory):])
+                    or not _SEGMENT_RE.fullmatch(key[len(directory):])
                     or not isinstance(size, int) or isinstance(size, bool) or size <= 0):
                 raise StorageError(f"invalid segment {item!r} in state of upload {upload_id!r}")
             segments.append(_Segment(key, size))
@@ -659,7 +665,7 @@ class S3Storage:
             for page in multiparts.paginate(Bucket=self.bucket, Prefix=uploads):
                 for upload in page.get("Uploads") or []:
                     found.add(upload["Key"][len(uploads):].split("/", 1)[0])
-        return iter(sorted(i for i in found if layout.UPLOAD_ID_RE.match(i)))
+        return iter(sorted(i for i in found if layout.UPLOAD_ID_RE.fullmatch(i)))
 
 
 def _copy_ranges(size: int) -> list[tuple[int, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -97,12 +99,13 @@ async def get_blob(request: Request, ctx: RegistryContext, name: str, digest: st
                              media_type="application/octet-stream")
 
 
-async def _iterate_in_thread(chunks):  # type: ignore[no-untyped-def]
-    sentinel = object()
+async def _iterate_in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull a blocking iterator from a worker thread, chunk by chunk."""
+    sentinel = b""
     iterator = iter(chunks)
     while True:
         chunk = await anyio.to_thread.run_sync(next, iterator, sentinel)
-        if chunk is sentinel:
+        if chunk is sentinel:  # drivers never yield empty chunks
             return
         yield chunk
 

@@ -14,7 +14,7 @@ from portside.registry.http import BodyStream, content_length, empty
 from portside.registry.ranges import parse_content_range
 from portside.services.blobs import BlobInfo
 from portside.services.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid, NameInvalid
-from portside.services.repositories import RepositoryRef
+from portside.services.repositories import Lookup, RepositoryRef
 from portside.services.uploads import UploadStatus
 
 
@@ -73,26 +73,26 @@ async def _try_mount(request: Request, ctx: RegistryContext, identity: Identity,
             readable = bool({"pull", "*"} & identity.grant.actions_for(source))
         else:
             readable = Action.PULL in allowed_actions(identity.subject, lookup.facts, ctx.policy)
-        candidates = [lookup] if readable else []
+        candidates: list[Lookup] = [lookup] if readable else []
     else:
         # No source named: mount from any repository holding the blob that the caller
         # may read right now.
         holder_ids = await anyio.to_thread.run_sync(ctx.blobs.repositories_holding, digest)
         candidates = []
         for repo_id in holder_ids:
-            lookup = await anyio.to_thread.run_sync(ctx.repositories.lookup_by_id, repo_id)
-            if lookup is not None and Action.PULL in allowed_actions(
-                identity.subject, lookup.facts, ctx.policy
+            holder = await anyio.to_thread.run_sync(ctx.repositories.lookup_by_id, repo_id)
+            if holder is not None and Action.PULL in allowed_actions(
+                identity.subject, holder.facts, ctx.policy
             ):
-                candidates.append(lookup)
+                candidates.append(holder)
                 break
-    for lookup in candidates:
-        assert lookup.repository is not None
-        if lookup.repository.id == target.id:
+    for candidate in candidates:
+        assert candidate.repository is not None
+        if candidate.repository.id == target.id:
             continue
         try:
             return await anyio.to_thread.run_sync(
-                ctx.blobs.mount, lookup.repository.id, target.id, digest
+                ctx.blobs.mount, candidate.repository.id, target.id, digest
             )
         except BlobUnknown:
             continue
@@ -106,6 +106,7 @@ async def start_upload(request: Request, ctx: RegistryContext, name: str) -> Res
     mount = params.get("mount")
     if mount:
         check_digest(mount)
+        existing: BlobInfo | None
         try:
             existing = await anyio.to_thread.run_sync(ctx.blobs.get, target.id, mount)
         except BlobUnknown:
