@@ -28,7 +28,7 @@ def test_defaults_match_quay_and_portside_documentation() -> None:
     assert config.MAXIMUM_LAYER_SIZE == "20G"
     assert config.maximum_layer_size_bytes == 20_000_000_000
     assert config.MAXIMUM_MANIFEST_SIZE == "4Mi"
-    assert config.maximum_manifest_size_bytes == 4_000_000
+    assert config.maximum_manifest_size_bytes == 4 * 1024 * 1024
     assert config.BLOB_UPLOAD_EXPIRATION_S == 86400
     assert config.BLOB_UPLOAD_CLEANUP_INTERVAL_S == 3600
     assert config.REGISTRY_JWT_EXPIRATION_S == 3600
