@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from portside.api.app import create_api
 from portside.auth.limits import LoginFailureLimiter
@@ -104,8 +105,24 @@ def background_jobs(services: Services) -> list[PeriodicJob]:
     ]
 
 
+class PortsideApp:
+    """The ASGI entry point: ``/v2`` goes straight to the registry (its hot paths skip
+    the general router and middleware); everything else, and lifespan, to Starlette."""
+
+    def __init__(self, services: Services, registry: RegistryApp, rest: Starlette) -> None:
+        self.services = services
+        self._registry = registry
+        self._rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v2/"):
+            await self._registry(scope, receive, send)
+        else:
+            await self._rest(scope, receive, send)
+
+
 def create_app(config: PortsideConfig, migrate: bool = True,
-               run_workers: bool = True) -> Starlette:
+               run_workers: bool = True) -> PortsideApp:
     """Build the ASGI application for ``config``."""
     services = build_services(config, migrate=migrate)
 
@@ -121,12 +138,13 @@ def create_app(config: PortsideConfig, migrate: bool = True,
                 task.cancel()
             services.close()
 
-    app = Starlette(
+    registry = RegistryApp(services.registry)
+    rest = Starlette(
         routes=[
-            Mount("/v2", app=RegistryApp(services.registry)),
+            # "/v2" without the slash still reaches the registry's base endpoint.
+            Mount("/v2", app=registry),
             Mount("/api/v1", app=create_api(services)),
         ],
         lifespan=lifespan,
     )
-    app.state.services = services
-    return app
+    return PortsideApp(services, registry, rest)

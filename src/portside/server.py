@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from starlette.applications import Starlette
-
-from portside.app import create_app
+from portside.app import PortsideApp, create_app
 from portside.config import load_config
 
 
-def app_factory() -> Starlette:
+def app_factory() -> PortsideApp:
     """Entry point for each server worker process: config from ``$PORTSIDE_CONFIG``.
 
     ``portside serve`` has already validated the config and migrated the database.

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from portside.db.engine import Database
 from portside.db.models import Blob, Manifest, ManifestBlob, RepositoryBlob
 from portside.services.errors import BlobUnknown, Unsupported
+
+# Built once: blob HEAD/GET runs this for every layer of every pull.
+_BLOB_IN_REPOSITORY = (
+    select(Blob.id, Blob.digest, Blob.size, Blob.locations)
+    .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
+    .where(
+        RepositoryBlob.repository_id == bindparam("repository_id"),
+        Blob.digest == bindparam("digest"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -30,11 +40,9 @@ class BlobService:
 
     def get(self, repository_id: int, digest: str) -> BlobInfo:
         """The blob if it is linked to the repository; raises :class:`BlobUnknown`."""
-        with self._db.session() as session:
-            row = session.execute(
-                select(Blob.id, Blob.digest, Blob.size, Blob.locations)
-                .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
-                .where(RepositoryBlob.repository_id == repository_id, Blob.digest == digest)
+        with self._db.read() as connection:
+            row = connection.execute(
+                _BLOB_IN_REPOSITORY, {"repository_id": repository_id, "digest": digest}
             ).first()
         if row is None:
             raise BlobUnknown("blob unknown to registry", {"digest": digest})

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,23 @@ class PushedManifest:
     subject_digest: str | None
 
 
+_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content, Manifest.subject_digest)
+# Built once: manifest GETs are the registry's hottest path.
+_BY_DIGEST = select(*_COLUMNS).where(
+    Manifest.repository_id == bindparam("repository_id"),
+    Manifest.digest == bindparam("reference"),
+)
+_BY_TAG = (
+    select(*_COLUMNS)
+    .join(Tag, Tag.manifest_id == Manifest.id)
+    .where(
+        Tag.repository_id == bindparam("repository_id"),
+        Tag.name == bindparam("reference"),
+        Tag.lifetime_end_ms.is_(None),
+    )
+)
+
+
 def now_ms() -> int:
     """Current time in milliseconds (tag lifetimes)."""
     return int(time.time() * 1000)
@@ -83,25 +100,11 @@ class ManifestService:
     def get(self, repository_id: int, reference: str) -> StoredManifest:
         """Resolve a tag or digest; raises :class:`ManifestUnknown`."""
         check_reference(reference)
-        columns = (Manifest.digest, Manifest.media_type, Manifest.content,
-                   Manifest.subject_digest)
-        with self._db.session() as session:
-            if is_digest(reference):
-                row = session.execute(
-                    select(*columns).where(
-                        Manifest.repository_id == repository_id, Manifest.digest == reference
-                    )
-                ).first()
-            else:
-                row = session.execute(
-                    select(*columns)
-                    .join(Tag, Tag.manifest_id == Manifest.id)
-                    .where(
-                        Tag.repository_id == repository_id,
-                        Tag.name == reference,
-                        Tag.lifetime_end_ms.is_(None),
-                    )
-                ).first()
+        query = _BY_DIGEST if is_digest(reference) else _BY_TAG
+        with self._db.read() as connection:
+            row = connection.execute(
+                query, {"repository_id": repository_id, "reference": reference}
+            ).first()
         if row is None:
             raise ManifestUnknown("manifest unknown", {"reference": reference})
         return StoredManifest(row.digest, row.media_type, row.content, row.subject_digest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,36 +37,48 @@ class Lookup:
     repository: RepositoryRef | None
 
 
-def namespace_admins(session: Session, namespace: Namespace) -> frozenset[int]:
-    """Users who administer ``namespace`` (the owner, or an organization's creator)."""
-    if namespace.kind == "user":
-        user_id = session.scalar(select(User.id).where(User.namespace_id == namespace.id))
-        return frozenset({user_id}) if user_id is not None else frozenset()
-    creator = namespace.created_by_user_id
-    return frozenset({creator}) if creator is not None else frozenset()
-
-
-def lookup_in_session(session: Session, namespace_name: str, repo_name: str) -> Lookup:
-    """:meth:`RepositoryService.lookup` inside an existing session."""
-    namespace = session.scalar(select(Namespace).where(Namespace.name == namespace_name))
-    if namespace is None:
-        return Lookup(RepositoryFacts(namespace_exists=False), None)
-    admins = namespace_admins(session, namespace)
-    repo = session.scalar(
-        select(Repository).where(
-            Repository.namespace_id == namespace.id, Repository.name == repo_name
-        )
+# Built once: this query runs on every registry request, and constructing a statement
+# costs more than SQLite takes to answer it.
+_LOOKUP = (
+    select(
+        Namespace.kind,
+        Namespace.created_by_user_id,
+        User.id.label("owner_id"),
+        Repository.id.label("repo_id"),
+        Repository.public,
+        Repository.state,
     )
-    if repo is None:
+    .select_from(Namespace)
+    .outerjoin(User, User.namespace_id == Namespace.id)
+    .outerjoin(
+        Repository,
+        and_(Repository.namespace_id == Namespace.id,
+             Repository.name == bindparam("repo_name")),
+    )
+    .where(Namespace.name == bindparam("namespace_name"))
+)
+
+
+def lookup_in_session(session: Session | Connection, namespace_name: str,
+                      repo_name: str) -> Lookup:
+    """:meth:`RepositoryService.lookup` on an existing session or connection (one query)."""
+    row = session.execute(
+        _LOOKUP, {"namespace_name": namespace_name, "repo_name": repo_name}
+    ).first()
+    if row is None:
+        return Lookup(RepositoryFacts(namespace_exists=False), None)
+    admin = row.owner_id if row.kind == "user" else row.created_by_user_id
+    admins = frozenset({admin}) if admin is not None else frozenset()
+    if row.repo_id is None:
         return Lookup(RepositoryFacts(namespace_exists=True, namespace_admins=admins), None)
     facts = RepositoryFacts(
         namespace_exists=True,
         namespace_admins=admins,
         repository_exists=True,
-        public=repo.public,
-        state=repo.state,
+        public=row.public,
+        state=row.state,
     )
-    ref = RepositoryRef(repo.id, namespace_name, repo.name, repo.public, repo.state)
+    ref = RepositoryRef(row.repo_id, namespace_name, repo_name, row.public, row.state)
     return Lookup(facts, ref)
 
 
@@ -79,8 +91,8 @@ class RepositoryService:
 
     def lookup(self, namespace_name: str, repo_name: str) -> Lookup:
         """Everything the permission decision and the handlers need about a name."""
-        with self._db.session() as session:
-            return lookup_in_session(session, namespace_name, repo_name)
+        with self._db.read() as connection:
+            return lookup_in_session(connection, namespace_name, repo_name)
 
     def lookup_by_id(self, repository_id: int) -> Lookup | None:
         """Like :meth:`lookup`, for a repository known by id (``None`` if gone)."""

@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from portside.auth.permissions import Action
 from portside.oci.digest import InvalidDigest, parse_digest
-from portside.registry.access import authorize
+from portside.registry.access import authorize, authorize_then
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
 from portside.registry.http import empty
@@ -39,9 +39,12 @@ def existing_repository_id(lookup: Lookup, name: str) -> int:
 async def find_blob(request: Request, ctx: RegistryContext, name: str, digest: str) -> BlobInfo:
     """Authorize a pull and return the blob linked to the repository."""
     check_digest(digest)
-    _identity, lookup = await authorize(request, ctx, name, Action.PULL)
-    repo_id = existing_repository_id(lookup, name)
-    return await anyio.to_thread.run_sync(ctx.blobs.get, repo_id, digest)
+    _identity, lookup, blob = await authorize_then(
+        request, ctx, name, Action.PULL, lambda repo: ctx.blobs.get(repo.id, digest)
+    )
+    existing_repository_id(lookup, name)
+    assert blob is not None
+    return blob
 
 
 def _blob_headers(blob: BlobInfo) -> dict[str, str]:
@@ -86,6 +89,10 @@ async def get_blob(request: Request, ctx: RegistryContext, name: str, digest: st
         url = await anyio.to_thread.run_sync(driver.download_url, path)
         if url:
             return RedirectResponse(url, status_code=307, headers=headers)
+    if await anyio.to_thread.run_sync(driver.stat, path) is None:
+        # The row says the blob exists but its bytes are gone (e.g. lost storage): say so
+        # before a streaming response has started, rather than failing mid-body.
+        raise BlobUnknown("blob data missing from storage", {"digest": blob.digest})
     start, length = 0, blob.size
     status = 200
     if byte_range is not None:

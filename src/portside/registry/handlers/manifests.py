@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portside.auth.permissions import Action
-from portside.registry.access import authorize, split_name
+from portside.registry.access import authorize, authorize_then, split_name
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
 from portside.registry.handlers.blobs import existing_repository_id
@@ -19,9 +19,11 @@ async def get_manifest(request: Request, ctx: RegistryContext, name: str,
                        reference: str) -> Response:
     """Serve the stored bytes with their media type and digest (HEAD: headers only)."""
     check_reference(reference)
-    _identity, lookup = await authorize(request, ctx, name, Action.PULL)
-    repo_id = existing_repository_id(lookup, name)
-    manifest = await anyio.to_thread.run_sync(ctx.manifests.get, repo_id, reference)
+    _identity, lookup, manifest = await authorize_then(
+        request, ctx, name, Action.PULL, lambda repo: ctx.manifests.get(repo.id, reference)
+    )
+    existing_repository_id(lookup, name)
+    assert manifest is not None
     headers = {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": manifest.digest,
