@@ -161,3 +161,14 @@ def running_registry(root: Path, db_uri: str | None = None,
         yield registry
     finally:
         registry.stop()
+
+
+def postgres_available() -> bool:
+    """True if the test PostgreSQL server answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URI, connect_timeout=3):
+            return True
+    except Exception:
+        return False

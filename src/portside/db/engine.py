@@ -29,11 +29,21 @@ POOL_SIZE = 48
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # busy_timeout makes concurrent writers wait instead of failing with "database is
     # locked". WAL mode is persistent in the file and set once at engine creation.
+    # Transactions are begun by _begin_sqlite, not by the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    # A deferred transaction that reads and then writes fails at once with "database is
+    # locked" when another writer got there first (busy_timeout does not apply to lock
+    # upgrades). Write sessions therefore take the write lock up front.
+    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_db_engine(db_uri: str, connect_args: dict[str, Any] | None = None,
@@ -47,10 +57,14 @@ def create_db_engine(db_uri: str, connect_args: dict[str, Any] | None = None,
         args.setdefault("check_same_thread", False)
         engine = create_engine(url, connect_args=args, pool_size=pool_size, max_overflow=16)
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
         if url.database and url.database != ":memory:":
             # WAL lets readers proceed while a writer commits; it sticks to the file.
-            with engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            raw = engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
         return engine
     # PostgreSQL connections cost the server a process each: keep the pool modest.
     return create_engine(
@@ -64,7 +78,8 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._factory = sessionmaker(engine, expire_on_commit=False)
+        writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._factory = sessionmaker(writer, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
