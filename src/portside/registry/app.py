@@ -60,6 +60,8 @@ def _resolve(path: str, method: str) -> tuple[Handler, tuple[str, ...]]:
     if path == "/v2/auth":
         if method == "GET":
             return token.issue_token, ()
+        if method == "POST":
+            return token.issue_token_oauth, ()
         raise Unsupported("method not allowed")
     if path == "/v2/_catalog":
         if method == "GET":

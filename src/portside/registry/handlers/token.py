@@ -6,6 +6,7 @@ now (downscoping); asking for more than allowed is never an error, it just yield
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 
@@ -16,9 +17,10 @@ from starlette.responses import Response
 from portside.auth.permissions import Action, Subject, allowed_actions
 from portside.auth.scopes import Scope, parse_scopes
 from portside.oci.names import InvalidName, validate_repository_name
-from portside.registry.access import authenticate
+from portside.registry.access import authenticate, check_basic
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
+from portside.services.errors import Unauthorized, Unsupported
 
 _REPOSITORY_ACTIONS = {a.value for a in Action}
 
@@ -48,10 +50,33 @@ def grant_scopes(ctx: RegistryContext, subject: Subject, requested: list[Scope])
 
 
 async def issue_token(request: Request, ctx: RegistryContext) -> Response:
-    """Authenticate (Basic, or anonymous) and return a signed, downscoped token."""
+    """``GET``: authenticate (Basic, or anonymous) and return a signed, downscoped token."""
     identity = await authenticate(request, ctx)
-    subject = identity.subject
-    requested = parse_scopes(request.query_params.getlist("scope"))
+    return await _token_response(ctx, identity.subject,
+                                 parse_scopes(request.query_params.getlist("scope")))
+
+
+async def issue_token_oauth(request: Request, ctx: RegistryContext) -> Response:
+    """``POST``: the OAuth2 password grant some clients (containerd) use instead of GET.
+
+    Only ``grant_type=password`` is supported; Portside issues no refresh tokens.
+    """
+    form = await request.form()
+    grant_type = form.get("grant_type")
+    if grant_type != "password":
+        raise Unsupported(f"unsupported grant_type {str(grant_type)[:40]!r}; use password")
+    username, password = form.get("username"), form.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise Unauthorized("username and password are required")
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+    subject = await check_basic(request, ctx, f"Basic {credentials}")
+    scopes = form.get("scope")
+    return await _token_response(ctx, subject,
+                                 parse_scopes([scopes] if isinstance(scopes, str) else []))
+
+
+async def _token_response(ctx: RegistryContext, subject: Subject,
+                          requested: list[Scope]) -> Response:
     granted = await anyio.to_thread.run_sync(grant_scopes, ctx, subject, requested)
     token, expires_in, issued_at = ctx.tokens.issue(subject.username, subject.user_id, granted)
     body = {
