@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from portside.registry.access import Challenge, authenticate, challenge
 from portside.registry.context import RegistryContext
@@ -78,6 +78,29 @@ def _resolve(path: str, method: str) -> tuple[Handler, tuple[str, ...]]:
     raise NameInvalid("no such endpoint or invalid repository name", {"path": path[:255]})
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+class _BodyTracker:
+    """Wraps ``receive`` to learn whether the request body was read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.complete = True
+        return message
+
+
 class RegistryApp:
     """The ASGI application serving ``/v2``."""
 
@@ -85,7 +108,8 @@ class RegistryApp:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        tracker = _BodyTracker(receive) if _has_body(scope) else None
+        request = Request(scope, tracker or receive)
         method = request.method
         try:
             handler, args = _resolve(scope["path"], method)
@@ -103,6 +127,8 @@ class RegistryApp:
             log.exception("unhandled error serving %s %s", method, scope["path"])
             error = RegistryError("internal server error")
             response = error_response(error, head=method == "HEAD")
+        if tracker is not None and not tracker.complete:
+            # Refused before the body was read to its end: the rest is still on the wire,
+            # so this connection cannot carry another request.
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
-        # A request body the handler did not read (e.g. refused before reading) is left
-        # for the server to discard; nothing to do here.
