@@ -19,7 +19,12 @@ class CatalogService:
     def list(self, subject: Subject, last: str | None, limit: int | None) -> list[str]:
         """Full names after ``last`` (exclusive), at most ``limit``."""
         full_name = Namespace.name + "/" + Repository.name
-        query = select(full_name).join(Namespace, Namespace.id == Repository.namespace_id)
+        # The selected expression mentions both tables: name the join's left side.
+        query = (
+            select(full_name)
+            .select_from(Repository)
+            .join(Namespace, Namespace.id == Repository.namespace_id)
+        )
         visible: list[ColumnElement[bool]] = []
         if not subject.anonymous or self._policy.anonymous_access:
             visible.append(Repository.public.is_(True))
