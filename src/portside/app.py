@@ -21,7 +21,6 @@ from portside.auth.permissions import Policy
 from portside.auth.tokens import TokenService
 from portside.config import PortsideConfig
 from portside.db.engine import Database, create_db_engine
-from portside.db.migrate import upgrade
 from portside.registry.app import RegistryApp
 from portside.registry.context import RegistryContext
 from portside.services.blobs import BlobService
@@ -63,6 +62,8 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
     """Connect to the database (migrating it if asked) and build the services."""
     db = Database(create_db_engine(config.DB_URI, config.DB_CONNECTION_ARGS))
     if migrate:
+        from portside.db.migrate import upgrade  # Alembic is only needed here
+
         upgrade(db.engine)
     policy = Policy(
         anonymous_access=config.FEATURE_ANONYMOUS_ACCESS,

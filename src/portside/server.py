@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from portside.app import PortsideApp, create_app
-from portside.config import load_config
+if TYPE_CHECKING:
+    from portside.app import PortsideApp
 
 
 def app_factory() -> PortsideApp:
     """Entry point for each server worker process: config from ``$PORTSIDE_CONFIG``.
 
-    ``portside serve`` has already validated the config and migrated the database.
+    ``portside serve`` has already validated the config and migrated the database. The
+    application is imported here, in the worker, so the server's main process stays small.
     """
+    from portside.app import create_app
+    from portside.config import load_config
+
     config, _warnings = load_config()
     return create_app(config, migrate=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,11 +49,16 @@ def serve(
 ) -> None:
     """Start the registry (migrating the database first)."""
     config = _load(config_path)
-    from portside.app import build_services
+    # Migrate in a short-lived child process: the server's main process then never
+    # loads the application (SQLAlchemy, drivers, ...), and the workers it forks stay
+    # small. The config path travels in the environment.
+    migration = subprocess.run([sys.executable, "-m", "portside", "db", "upgrade"],
+                               check=False, stdout=subprocess.DEVNULL)
+    if migration.returncode != 0:
+        typer.echo("error: database migration failed", err=True)
+        raise typer.Exit(migration.returncode)
     from portside.server import serve as run_server
 
-    services = build_services(config, migrate=True)
-    services.close()
     scheme = config.PREFERRED_URL_SCHEME
     typer.echo(f"Portside listening on {scheme}://{host}:{port}", err=True)
     run_server(host, port, workers or config.SERVER_WORKERS)

@@ -19,14 +19,15 @@ from portside.storage.drivers import (
 )
 from portside.storage.layout import blob_path
 from portside.storage.local import LocalStorage
-from portside.storage.s3 import S3Storage
+
+# S3Storage is imported from portside.storage.s3 directly: importing boto3 for every
+# deployment would cost ~35 MB even where only local storage is used.
 
 __all__ = [
     "DRIVER_NAMES",
     "UNSUPPORTED_DRIVER_NAMES",
     "LocalStorage",
     "ObjectNotFound",
-    "S3Storage",
     "StorageDriver",
     "StorageError",
     "UploadAppender",

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from portside.storage.base import StorageDriver
 from portside.storage.local import LocalStorage
-from portside.storage.s3 import S3Storage
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -140,6 +139,9 @@ def _make_local(params: BaseModel) -> StorageDriver:
 
 
 def _make_s3(params: BaseModel) -> StorageDriver:
+    # boto3 costs ~35 MB of memory: import it only when S3 is configured.
+    from portside.storage.s3 import S3Storage
+
     assert isinstance(params, S3StorageParams)
     return S3Storage(
         s3_bucket=params.s3_bucket,
@@ -156,6 +158,8 @@ def _make_s3(params: BaseModel) -> StorageDriver:
 
 
 def _make_radosgw(params: BaseModel) -> StorageDriver:
+    from portside.storage.s3 import S3Storage
+
     assert isinstance(params, RadosGWStorageParams)
     return S3Storage(
         s3_bucket=params.bucket_name,

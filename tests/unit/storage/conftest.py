@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from portside.storage import LocalStorage, S3Storage, StorageDriver
+from portside.storage import LocalStorage, StorageDriver
+from portside.storage.s3 import S3Storage
 from support.s3server import S3Endpoint, create_bucket, running_s3_server
 
 
