@@ -18,12 +18,12 @@ import pytest
 from portside.storage import (
     LocalStorage,
     ObjectNotFound,
-    S3Storage,
     StorageDriver,
     StorageError,
     UploadState,
     blob_path,
 )
+from portside.storage.s3 import S3Storage
 from support.s3server import S3Endpoint
 
 MiB = 1024 * 1024
@@ -443,6 +443,15 @@ def test_s3_segments_state(make_s3: MakeS3, s3_endpoint: S3Endpoint,
         {"key": f"uploads/{upload_id}/00000000", "size": 3},
         {"key": f"uploads/{upload_id}/00000001", "size": 2},
     ]}
+    # Rewinding into the first segment: the head is rewritten, the rest deleted on close.
+    state = append(storage, upload_id, state, 2, b"X")
+    assert state == {"segments": [
+        {"key": f"uploads/{upload_id}/00000002", "size": 2},
+        {"key": f"uploads/{upload_id}/00000003", "size": 1},
+    ]}
+    assert sorted(storage.list(f"uploads/{upload_id}/")) == [
+        f"uploads/{upload_id}/00000002", f"uploads/{upload_id}/00000003"]
+    assert read_all(storage, upload_id, state) == b"abX"
     # A state pointing outside the upload is refused rather than followed.
     with pytest.raises(StorageError):
         storage.read_upload(upload_id, {"segments": [{"key": "sha256/ab/x", "size": 1}]})
