@@ -10,11 +10,11 @@ import pytest
 from portside.storage import (
     DRIVER_NAMES,
     LocalStorage,
-    S3Storage,
     StorageDriver,
     create_driver,
     validate_storage_params,
 )
+from portside.storage.s3 import S3Storage
 from support.s3server import S3Endpoint
 
 S3_PARAMS: dict[str, Any] = {
