@@ -238,35 +238,40 @@ class UploadService:
             driver.append_upload, upload_id, row.storage_state, row.size
         )
         written = 0
-        pending: asyncio.Future[None] | None = None
+        pending: asyncio.Future[list[None]] | None = None
 
-        def write(data: bytes) -> None:
-            hasher.update(data)
-            appender.write(data)
+        def dispatch(data: bytes) -> asyncio.Future[list[None]]:
+            # Hashing and writing both release the GIL: run them side by side in two
+            # threads, while the event loop keeps receiving the next batch.
+            return asyncio.gather(_in_thread(hasher.update, data),
+                                  _in_thread(appender.write, data))
 
         try:
-            buffer = bytearray()
+            batch: list[bytes] = []
+            batch_size = 0
             async for chunk in body:
                 if not chunk:
                     continue
-                buffer += chunk
-                if row.size + written + len(buffer) > self._max_blob_size:
+                batch.append(chunk)
+                batch_size += len(chunk)
+                if row.size + written + batch_size > self._max_blob_size:
                     raise TooLarge(
                         f"blob exceeds the maximum layer size of {self._max_blob_size} bytes"
                     )
-                if len(buffer) >= WRITE_BATCH:
-                    # Hash and write this batch in a thread while the next one arrives.
+                if batch_size >= WRITE_BATCH:
                     if pending is not None:
-                        await pending
-                    data, buffer = bytes(buffer), bytearray()
-                    pending = asyncio.ensure_future(_in_thread(write, data))
+                        await pending  # batches are hashed and written in order
+                    data = b"".join(batch)
+                    batch, batch_size = [], 0
+                    pending = dispatch(data)
                     written += len(data)
             if pending is not None:
                 await pending
                 pending = None
-            if buffer:
-                await _in_thread(write, bytes(buffer))
-                written += len(buffer)
+            if batch:
+                data = b"".join(batch)
+                await dispatch(data)
+                written += len(data)
             state = await _in_thread(appender.close)
         except BaseException:
             if pending is not None:
