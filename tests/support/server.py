@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,9 +72,11 @@ class RunningRegistry:
         """Start (or restart) the server and wait until it answers."""
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
+        # A session of its own: stop() can then signal granian's worker processes too.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "portside", "serve", "--port", str(self.port)],
             cwd=self.root, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -90,19 +93,30 @@ class RunningRegistry:
         raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self, kill: bool = False) -> None:
-        """Stop the server (``kill=True``: SIGKILL, as in a crash)."""
+        """Stop the server (``kill=True``: SIGKILL, as in a crash).
+
+        A crash kills the whole process group: killing only ``portside serve`` would
+        leave its granian worker running, still serving the port (and the restarted
+        server would share the port with it).
+        """
         if self.process is None:
             return
         if kill:
-            self.process.kill()
+            self._kill_group()
         else:
             self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._kill_group()
             self.process.wait()
+        self._kill_group()  # any worker that outlived its parent
         self.process = None
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def restart(self, kill: bool = False) -> None:
         """Stop and start again with the same config and data."""

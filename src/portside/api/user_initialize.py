@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from portside.api.errors import ApiError
@@ -31,12 +31,17 @@ class InitializeResponse(BaseModel):
     access_token: str | None = None
 
 
-@router.post("/user/initialize", response_model=InitializeResponse)
+def _feature_enabled(request: Request) -> None:
+    """404 while ``FEATURE_USER_INITIALIZE`` is off, before the body is even validated."""
+    if not request.app.state.services.config.FEATURE_USER_INITIALIZE:
+        raise ApiError(404, "not_found", "FEATURE_USER_INITIALIZE is not enabled")
+
+
+@router.post("/user/initialize", response_model=InitializeResponse,
+             dependencies=[Depends(_feature_enabled)])
 async def initialize(body: InitializeRequest, request: Request) -> InitializeResponse:
     """Create the first user; refused once any user exists or when the feature is off."""
     services = request.app.state.services
-    if not services.config.FEATURE_USER_INITIALIZE:
-        raise ApiError(404, "not_found", "FEATURE_USER_INITIALIZE is not enabled")
     try:
         _subject, token = await anyio.to_thread.run_sync(
             services.registry.users.initialize, body.username, body.password, body.email,

@@ -22,13 +22,14 @@ def parse_digest(value: str) -> tuple[str, str]:
 
     Raises :class:`InvalidDigest` for malformed digests and unsupported algorithms.
     """
-    if not DIGEST_RE.match(value):
+    # fullmatch: with match, "$" would also accept a trailing newline.
+    if not DIGEST_RE.fullmatch(value):
         raise InvalidDigest(f"malformed digest {value[:100]!r}")
     algorithm, encoded = value.split(":", 1)
     expected_length = SUPPORTED_ALGORITHMS.get(algorithm)
     if expected_length is None:
         raise InvalidDigest(f"unsupported digest algorithm {algorithm!r}")
-    if len(encoded) != expected_length or not _HEX_RE.match(encoded):
+    if len(encoded) != expected_length or not _HEX_RE.fullmatch(encoded):
         raise InvalidDigest(f"malformed {algorithm} digest {value[:100]!r}")
     return algorithm, encoded
 

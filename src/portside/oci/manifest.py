@@ -146,6 +146,9 @@ def parse_manifest(raw: bytes, content_type: str | None) -> ParsedManifest:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of "[[[[..." exhaust the parser's stack; no manifest nests so deep.
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     schema_version = document.get("schemaVersion")

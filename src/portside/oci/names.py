@@ -27,7 +27,8 @@ def validate_repository_name(name: str) -> tuple[str, str]:
     """
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"repository name longer than {MAX_NAME_LENGTH} characters")
-    if not NAME_RE.match(name):
+    # fullmatch: with match, "$" would also accept a trailing newline ("app\n").
+    if not NAME_RE.fullmatch(name):
         raise InvalidName(f"invalid repository name {name[:100]!r}")
     if "/" not in name:
         raise InvalidName(
@@ -39,7 +40,7 @@ def validate_repository_name(name: str) -> tuple[str, str]:
 
 def is_valid_tag(tag: str) -> bool:
     """True if ``tag`` matches the spec's tag grammar."""
-    return bool(TAG_RE.match(tag))
+    return bool(TAG_RE.fullmatch(tag))
 
 
 NAMESPACE_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
@@ -48,4 +49,4 @@ USERNAME_MIN, USERNAME_MAX = 2, 255
 
 def is_valid_namespace(name: str) -> bool:
     """True if ``name`` can be a user or organization namespace."""
-    return USERNAME_MIN <= len(name) <= USERNAME_MAX and bool(NAMESPACE_RE.match(name))
+    return USERNAME_MIN <= len(name) <= USERNAME_MAX and bool(NAMESPACE_RE.fullmatch(name))

@@ -21,6 +21,7 @@ _STATUS: dict[type[e.RegistryError], int] = {
     e.ManifestUnknown: 404,
     e.NameInvalid: 400,
     e.NameUnknown: 404,
+    e.PaginationNumberInvalid: 400,
     e.TooLarge: 413,
     e.SizeInvalid: 400,
     e.Unauthorized: 401,
@@ -51,6 +52,11 @@ def error_response(error: e.RegistryError, head: bool = False,
                    headers: dict[str, str] | None = None) -> Response:
     """A JSON error response (header-only for HEAD requests, as the spec requires)."""
     all_headers = {**API_VERSION_HEADER, **(headers or {})}
+    if isinstance(error, e.TooLarge):
+        # Refused before the body was read to its end: the rest of it is still on the
+        # wire, so the connection cannot carry another request. Saying so explicitly
+        # keeps clients from reusing it (granian does not always add this itself).
+        all_headers.setdefault("Connection", "close")
     body = b"" if head else error_body(error.code, error.message, error.detail)
     response = Response(body, status_code=status_for(error), headers=all_headers,
                         media_type="application/json")

@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from portside.registry.errors import API_VERSION_HEADER
-from portside.services.errors import SizeInvalid, Unsupported
+from portside.services.errors import PaginationNumberInvalid, SizeInvalid
 
 #: Largest page a client may ask for in tag lists and the catalog.
 MAX_PAGE = 10_000
@@ -69,8 +69,9 @@ def page_params(request: Request) -> tuple[int | None, str | None]:
     n = None
     if raw_n is not None and raw_n != "":
         if not raw_n.isdigit():
-            raise Unsupported(f"pagination parameter n must be a non-negative integer, "
-                              f"got {raw_n[:20]!r}")
+            raise PaginationNumberInvalid(
+                f"pagination parameter n must be a non-negative integer, got {raw_n[:20]!r}"
+            )
         n = min(int(raw_n), MAX_PAGE)
     return n, request.query_params.get("last") or None
 

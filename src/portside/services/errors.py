@@ -77,6 +77,12 @@ class NameUnknown(RegistryError):
     code = "NAME_UNKNOWN"
 
 
+class PaginationNumberInvalid(RegistryError):
+    """The ``n`` pagination parameter is not a non-negative integer."""
+
+    code = "PAGINATION_NUMBER_INVALID"
+
+
 class SizeInvalid(RegistryError):
     """A size is wrong or beyond a limit."""
 

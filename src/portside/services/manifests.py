@@ -21,6 +21,7 @@ from portside.db.models import (
     Manifest,
     ManifestBlob,
     ManifestChild,
+    Repository,
     RepositoryBlob,
     Tag,
 )
@@ -180,6 +181,7 @@ class ManifestService:
         for _attempt in range(3):
             try:
                 with self._db.session() as session:
+                    self._lock_repository(session, repository_id)
                     manifest_id = self._store(session, repository_id, digest, raw, parsed)
                     if tag is not None:
                         self._point_tag(session, repository_id, tag, manifest_id)
@@ -229,6 +231,18 @@ class ManifestService:
             session.delete(manifest)
 
     # --- internals ----------------------------------------------------------------
+    @staticmethod
+    def _lock_repository(session: Session, repository_id: int) -> None:
+        """Serialise manifest and tag writes in one repository until the commit.
+
+        Without it, concurrent pushes of one tag on PostgreSQL all end the same active
+        row and then collide on the new one, often enough to exhaust the retries. SQLite
+        has a single writer already (it ignores ``FOR UPDATE``).
+        """
+        session.execute(
+            select(Repository.id).where(Repository.id == repository_id).with_for_update()
+        )
+
     def _store(self, session: Session, repository_id: int, digest: str, raw: bytes,
                parsed: oci_manifest.ParsedManifest) -> int:
         existing = session.scalar(

@@ -33,7 +33,8 @@ async def list_tags(request: Request, ctx: RegistryContext, name: str) -> Respon
     headers = {}
     if n is not None and len(tags) > n:
         tags = tags[:n]
-        headers["Link"] = next_link(f"/v2/{name}/tags/list", n, tags[-1])
+        if tags:  # n=0 asks for an empty page, which has no "next" to point at
+            headers["Link"] = next_link(f"/v2/{name}/tags/list", n, tags[-1])
     return _json({"name": name, "tags": tags}, headers)
 
 
@@ -49,7 +50,8 @@ async def catalog(request: Request, ctx: RegistryContext) -> Response:
     headers = {}
     if n is not None and len(names) > n:
         names = names[:n]
-        headers["Link"] = next_link("/v2/_catalog", n, names[-1])
+        if names:  # n=0: an empty page without a "next" link
+            headers["Link"] = next_link("/v2/_catalog", n, names[-1])
     return _json({"repositories": names}, headers)
 
 

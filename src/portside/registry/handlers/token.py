@@ -17,7 +17,7 @@ from starlette.responses import Response
 from portside.auth.permissions import Action, Subject, allowed_actions
 from portside.auth.scopes import Scope, parse_scopes
 from portside.oci.names import InvalidName, validate_repository_name
-from portside.registry.access import authenticate, check_basic
+from portside.registry.access import Challenge, authenticate, challenge, check_basic
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
 from portside.services.errors import Unauthorized, Unsupported
@@ -52,6 +52,11 @@ def grant_scopes(ctx: RegistryContext, subject: Subject, requested: list[Scope])
 async def issue_token(request: Request, ctx: RegistryContext) -> Response:
     """``GET``: authenticate (Basic, or anonymous) and return a signed, downscoped token."""
     identity = await authenticate(request, ctx)
+    if identity.grant is not None:
+        # A token is a grant, not a credential: exchanging it here would turn a
+        # downscoped token (say, pull-only for CI) into whatever its user may do.
+        raise Challenge("a registry token cannot be exchanged for another; "
+                        "authenticate with credentials", challenge(request, ctx))
     return await _token_response(ctx, identity.subject,
                                  parse_scopes(request.query_params.getlist("scope")))
 

@@ -1,0 +1,1 @@
+"""Functional tests: a real ``portside serve`` driven over HTTP (SQLite and PostgreSQL)."""
