@@ -73,6 +73,7 @@ def test_base_head_anonymous_has_no_body(registry: Deployment) -> None:
 def test_base_with_basic_credentials(registry: Deployment) -> None:
     response = httpx.get(f"{registry.url}/v2/", auth=("alice", PASSWORDS["alice"]))
     assert response.status_code == 200
+    assert response.json() == {}
     assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
 
 

@@ -24,6 +24,9 @@ from portside.db.models import SigningKey
 ISSUER = "portside"
 _ALGORITHM = "RS256"
 _CACHE_LIMIT = 50_000
+#: Unknown key ids trigger a reload from the database at most this often, so forged
+#: tokens cannot turn every request into a database query.
+_KEY_RELOAD_INTERVAL_S = 10.0
 
 
 class InvalidToken(Exception):
@@ -56,6 +59,7 @@ class TokenService:
         self._private: tuple[str, rsa.RSAPrivateKey] | None = None
         self._public: dict[str, rsa.RSAPublicKey] = {}
         self._verified: dict[str, TokenGrant] = {}
+        self._last_reload = 0.0
 
     def load_keys(self) -> None:
         """Load every stored key; generate and store one if there is none."""
@@ -126,8 +130,9 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"malformed token: {exc}") from None
         public = self._public.get(kid) if isinstance(kid, str) else None
-        if public is None:
+        if public is None and time.monotonic() - self._last_reload > _KEY_RELOAD_INTERVAL_S:
             # Another node may have rotated in a new key since we loaded ours.
+            self._last_reload = time.monotonic()
             self.load_keys()
             public = self._public.get(kid) if isinstance(kid, str) else None
         if public is None:

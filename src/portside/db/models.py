@@ -27,6 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
+def name_type(length: int) -> String:
+    """A name column that sorts and compares by bytes on every database.
+
+    Tag lists and the catalog are ordered and paginated by name; PostgreSQL's locale
+    collations would order them differently from SQLite (and from the spec's lexical
+    order), so PostgreSQL gets the "C" collation.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def utcnow() -> datetime:
     """Timezone-aware current time (stored as UTC)."""
     return datetime.now(UTC)
@@ -53,7 +63,7 @@ class Namespace(Base):
     __tablename__ = "namespace"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(name_type(255), unique=True)
     #: ``user`` or ``organization``.
     kind: Mapped[str] = mapped_column(String(16), default="user")
     #: For organizations created on push: the user who created it (administers it).
@@ -86,7 +96,7 @@ class Repository(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespace.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(name_type(255))
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Quay's repository state: NORMAL, READ_ONLY or MIRROR.
     state: Mapped[str] = mapped_column(String(16), default="NORMAL")
@@ -183,7 +193,7 @@ class Tag(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(name_type(128))
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"))
     lifetime_start_ms: Mapped[int] = mapped_column(BigInteger)
     lifetime_end_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -17,9 +17,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from portside.registry.access import Challenge, authenticate, challenge
 from portside.registry.context import RegistryContext
-from portside.registry.errors import error_response
+from portside.registry.errors import API_VERSION_HEADER, error_response
 from portside.registry.handlers import blobs, listings, manifests, token, uploads
-from portside.registry.http import empty
 from portside.services.errors import NameInvalid, RegistryError, TooManyRequests, Unsupported
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,8 @@ async def _base(request: Request, ctx: RegistryContext) -> Response:
     identity = await authenticate(request, ctx)
     if identity.subject.anonymous and identity.grant is None:
         raise Challenge("authentication required", challenge(request, ctx))
-    return empty(200, {"Content-Type": "application/json", "Content-Length": "2"})
+    return Response(b"{}", status_code=200, headers=API_VERSION_HEADER,
+                    media_type="application/json")
 
 
 def _resolve(path: str, method: str) -> tuple[Handler, tuple[str, ...]]:

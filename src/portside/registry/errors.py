@@ -26,6 +26,8 @@ _STATUS: dict[type[e.RegistryError], int] = {
     e.SizeInvalid: 400,
     e.Unauthorized: 401,
     e.Denied: 403,
+    e.UnsupportedMediaType: 415,
+    e.InUse: 409,
     e.Unsupported: 405,
     e.TooManyRequests: 429,
 }
@@ -52,11 +54,6 @@ def error_response(error: e.RegistryError, head: bool = False,
                    headers: dict[str, str] | None = None) -> Response:
     """A JSON error response (header-only for HEAD requests, as the spec requires)."""
     all_headers = {**API_VERSION_HEADER, **(headers or {})}
-    if isinstance(error, e.TooLarge):
-        # Refused before the body was read to its end: the rest of it is still on the
-        # wire, so the connection cannot carry another request. Saying so explicitly
-        # keeps clients from reusing it (granian does not always add this itself).
-        all_headers.setdefault("Connection", "close")
     body = b"" if head else error_body(error.code, error.message, error.detail)
     response = Response(body, status_code=status_for(error), headers=all_headers,
                         media_type="application/json")

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portside.db.engine import Database
 from portside.db.models import Blob, Manifest, ManifestBlob, RepositoryBlob
-from portside.services.errors import BlobUnknown, Unsupported
+from portside.services.errors import BlobUnknown, InUse
 
 # Built once: blob HEAD/GET runs this for every layer of every pull.
 _BLOB_IN_REPOSITORY = (
@@ -83,7 +83,7 @@ class BlobService:
                 .limit(1)
             )
             if referencing is not None:
-                raise Unsupported(
+                raise InUse(
                     f"blob is referenced by manifest {referencing}; delete the manifest first",
                     {"digest": digest},
                 )

@@ -111,6 +111,14 @@ class Unsupported(RegistryError):
     code = "UNSUPPORTED"
 
 
+class UnsupportedMediaType(Unsupported):
+    """A manifest format Portside does not accept (HTTP 415)."""
+
+
+class InUse(Unsupported):
+    """Deleting this would break something that references it (HTTP 409)."""
+
+
 class TooManyRequests(RegistryError):
     """The caller is being rate limited."""
 

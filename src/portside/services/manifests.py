@@ -31,11 +31,12 @@ from portside.oci.digest import InvalidDigest, digest_of, is_digest, parse_diges
 from portside.oci.names import is_valid_tag
 from portside.services.errors import (
     DigestInvalid,
+    InUse,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
     TooLarge,
-    Unsupported,
+    UnsupportedMediaType,
 )
 
 
@@ -174,7 +175,7 @@ class ManifestService:
         try:
             parsed = oci_manifest.parse_manifest(raw, content_type)
         except oci_manifest.ManifestUnsupported as exc:
-            raise Unsupported(str(exc)) from None
+            raise UnsupportedMediaType(str(exc)) from None
         except oci_manifest.ManifestInvalid as exc:
             raise ManifestInvalid(str(exc)) from None
         tag = None if is_digest(reference) else reference
@@ -219,7 +220,7 @@ class ManifestService:
                 .limit(1)
             )
             if parent is not None:
-                raise Unsupported(
+                raise InUse(
                     f"manifest is referenced by index {parent}; delete the index first",
                     {"digest": reference},
                 )

@@ -77,3 +77,23 @@ def test_rejects_tampered_foreign_and_expired_tokens(tokens: TokenService) -> No
                           "s" * 64, algorithm="HS256", headers={"kid": kid})
     with pytest.raises(InvalidToken):
         tokens.verify(unsigned)
+
+
+def test_unknown_key_ids_reload_keys_at_most_once_per_interval(tokens: TokenService) -> None:
+    assert tokens._private is not None
+    _kid, key = tokens._private
+    reloads = []
+    original = tokens.load_keys
+
+    def counting_reload() -> None:
+        reloads.append(1)
+        original()
+
+    tokens.load_keys = counting_reload  # type: ignore[method-assign]
+    for n in range(5):
+        forged = jwt.encode({"iss": "portside", "aud": tokens.audience, "sub": "x",
+                             "iat": int(time.time()), "exp": int(time.time()) + 60},
+                            key, algorithm="RS256", headers={"kid": f"unknown-{n}"})
+        with pytest.raises(InvalidToken):
+            tokens.verify(forged)
+    assert len(reloads) == 1

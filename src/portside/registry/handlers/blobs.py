@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from portside.auth.permissions import Action
 from portside.oci.digest import InvalidDigest, parse_digest
@@ -19,6 +20,14 @@ from portside.services.blobs import BlobInfo
 from portside.services.errors import BlobUnknown, DigestInvalid, NameUnknown, RangeNotSatisfiable
 from portside.services.repositories import Lookup
 from portside.storage.layout import blob_path
+
+
+class WholeFileResponse(FileResponse):
+    """A file response that ignores the request's ``Range`` header."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def check_digest(digest: str) -> None:
@@ -84,7 +93,10 @@ async def get_blob(request: Request, ctx: RegistryContext, name: str, digest: st
             ) from None
     local = driver.local_path(path)
     if local is not None:
-        return FileResponse(local, headers=headers, media_type="application/octet-stream")
+        # A single range is answered by FileResponse; anything else (several ranges,
+        # other units) gets the whole blob, as RFC 9110 allows.
+        response_class = FileResponse if byte_range or not range_header else WholeFileResponse
+        return response_class(local, headers=headers, media_type="application/octet-stream")
     if not ctx.proxy_storage:
         url = await anyio.to_thread.run_sync(driver.download_url, path)
         if url:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 08:52:02.531572
+Create Date: 2026-11-21 09:38:38.853881
 """
 
 import sqlalchemy as sa
@@ -28,7 +28,11 @@ def upgrade() -> None:
     op.create_table(
         "namespace",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column(
+            "name",
+            sa.String(length=255).with_variant(sa.String(length=255, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("created_by_user_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -46,7 +50,11 @@ def upgrade() -> None:
         "repository",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("namespace_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column(
+            "name",
+            sa.String(length=255).with_variant(sa.String(length=255, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("public", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -202,7 +210,11 @@ def upgrade() -> None:
         "tag",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("repository_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column(
+            "name",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("manifest_id", sa.Integer(), nullable=False),
         sa.Column("lifetime_start_ms", sa.BigInteger(), nullable=False),
         sa.Column("lifetime_end_ms", sa.BigInteger(), nullable=True),
@@ -227,7 +239,6 @@ def upgrade() -> None:
             sqlite_where=sa.text("lifetime_end_ms IS NULL"),
             postgresql_where=sa.text("lifetime_end_ms IS NULL"),
         )
-
 
 
 def downgrade() -> None:
