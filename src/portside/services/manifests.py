@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy import Row, and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,6 +74,31 @@ _BY_TAG = (
         Tag.lifetime_end_ms.is_(None),
     )
 )
+
+
+def _match_descriptors(descriptors: Iterable[oci_manifest.Descriptor],
+                       rows: Sequence[Row[int, str, int]],
+                       kind: str) -> set[int]:
+    """Check every descriptor against the stored ``rows`` (id, digest, size) it names.
+
+    A missing target is ``MANIFEST_BLOB_UNKNOWN``; a size that differs from what is
+    stored is ``MANIFEST_INVALID``. Returns the ids of the rows referenced.
+    """
+    found = {row.digest: row for row in rows}
+    for descriptor in descriptors:
+        row = found.get(descriptor.digest)
+        if row is None:
+            raise ManifestBlobUnknown(
+                f"manifest references {kind} {descriptor.digest} that is not in the repository",
+                {"digest": descriptor.digest},
+            )
+        if row.size != descriptor.size:
+            raise ManifestInvalid(
+                f"descriptor size {descriptor.size} of {descriptor.digest} does not match "
+                f"the stored {kind}'s size {row.size}",
+                {"digest": descriptor.digest},
+            )
+    return {row.id for row in rows}
 
 
 def now_ms() -> int:
@@ -282,21 +308,7 @@ class ManifestService:
                                        RepositoryBlob.repository_id == repository_id))
             .where(Blob.digest.in_(wanted))
         ).all()
-        found = {row.digest: row for row in rows}
-        for descriptor in descriptors:
-            row = found.get(descriptor.digest)
-            if row is None:
-                raise ManifestBlobUnknown(
-                    f"manifest references blob {descriptor.digest} that is not in the repository",
-                    {"digest": descriptor.digest},
-                )
-            if row.size != descriptor.size:
-                raise ManifestInvalid(
-                    f"descriptor size {descriptor.size} of {descriptor.digest} does not match "
-                    f"the stored blob's size {row.size}",
-                    {"digest": descriptor.digest},
-                )
-        return {row.id for row in rows}
+        return _match_descriptors(descriptors, rows, "blob")
 
     @staticmethod
     def _check_children(session: Session, repository_id: int,
@@ -309,22 +321,7 @@ class ManifestService:
                 Manifest.repository_id == repository_id, Manifest.digest.in_(wanted)
             )
         ).all()
-        found = {row.digest: row for row in rows}
-        for descriptor in parsed.children:
-            row = found.get(descriptor.digest)
-            if row is None:
-                raise ManifestBlobUnknown(
-                    f"index references manifest {descriptor.digest} that is not in the "
-                    "repository",
-                    {"digest": descriptor.digest},
-                )
-            if row.size != descriptor.size:
-                raise ManifestInvalid(
-                    f"descriptor size {descriptor.size} of {descriptor.digest} does not match "
-                    f"the stored manifest's size {row.size}",
-                    {"digest": descriptor.digest},
-                )
-        return {row.id for row in rows}
+        return _match_descriptors(parsed.children, rows, "manifest")
 
     @staticmethod
     def _point_tag(session: Session, repository_id: int, name: str, manifest_id: int) -> None:
