@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
@@ -34,6 +36,9 @@ from portside.storage.placements import Placements
 from portside.workers.periodic import PeriodicJob, run_forever
 
 log = logging.getLogger(__name__)
+
+#: Threads per worker process for blocking work (database, storage, hashing).
+WORKER_THREADS = 16
 
 
 @dataclass
@@ -129,6 +134,12 @@ def create_app(config: PortsideConfig, migrate: bool = True,
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Database calls and file I/O run in worker threads. A few threads keep the
+        # cores busy; dozens mostly add lock hand-offs and context switches.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        # Everything loaded so far lives as long as the process: keep the cycle
+        # collector from scanning it again and again.
+        gc.freeze()
         tasks = []
         if run_workers:
             tasks = [asyncio.create_task(run_forever(job)) for job in background_jobs(services)]

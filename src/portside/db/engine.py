@@ -43,7 +43,8 @@ def _begin_sqlite(connection: Connection) -> None:
     # locked" when another writer got there first (busy_timeout does not apply to lock
     # upgrades). Write sessions therefore take the write lock up front.
     mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    if mode != "NONE":  # single-statement reads need no transaction
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_db_engine(db_uri: str, connect_args: dict[str, Any] | None = None,
@@ -80,6 +81,9 @@ class Database:
         self.engine = engine
         writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         self._factory = sessionmaker(writer, expire_on_commit=False)
+        # Hot-path reads are single statements: no BEGIN/ROLLBACK round trips.
+        self._reader = (engine.execution_options(sqlite_begin="NONE") if self.is_sqlite
+                        else engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     @property
     def is_sqlite(self) -> bool:
@@ -88,8 +92,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A plain connection for read-only queries on hot paths (no ORM overhead)."""
-        with self.engine.connect() as connection:
+        """A connection for single-statement reads on hot paths (no ORM, no transaction)."""
+        with self._reader.connect() as connection:
             yield connection
 
     @contextmanager

@@ -208,6 +208,9 @@ class BlobUpload(Base):
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
     #: Bytes received and made durable so far.
     size: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: SHA-256 (hex) of the ``size`` bytes received so far: lets a final, body-less PUT
+    #: that lands on another process verify the digest without re-reading the upload.
+    sha256_so_far: Mapped[str | None] = mapped_column(String(64), nullable=True)
     location: Mapped[str] = mapped_column(String(64))
     storage_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

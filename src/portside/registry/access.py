@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio.to_thread
+from sqlalchemy import Connection
 from starlette.requests import Request
 
 from portside.auth.permissions import ANONYMOUS, Action, Subject, allowed_actions
@@ -145,24 +146,25 @@ async def authorize(request: Request, ctx: RegistryContext, name: str,
 
 async def authorize_then(
     request: Request, ctx: RegistryContext, name: str, action: Action,
-    fetch: Callable[[RepositoryRef], T] | None,
+    fetch: Callable[[RepositoryRef, Connection], T] | None,
 ) -> tuple[Identity, Lookup, T | None]:
     """:func:`authorize`, then ``fetch`` from the repository in the same worker thread.
 
     Hot read paths (manifest and blob lookups) use this to pay for one thread hop and
-    one connection checkout instead of two.
+    one connection instead of two.
     """
     namespace, repo = split_name(name)
     identity = await authenticate(request, ctx)
 
-    def work() -> tuple[Lookup, bool, bool, T | None]:
-        lookup = ctx.repositories.lookup(namespace, repo)
+    def decide(lookup: Lookup, connection: Connection) -> tuple[Lookup, bool, bool, T | None]:
         ok, could = _permitted(ctx, identity, name, action, lookup)
         if ok and fetch is not None and lookup.repository is not None:
-            return lookup, ok, could, fetch(lookup.repository)
+            return lookup, ok, could, fetch(lookup.repository, connection)
         return lookup, ok, could, None
 
-    lookup, ok, could, result = await anyio.to_thread.run_sync(work)
+    lookup, ok, could, result = await anyio.to_thread.run_sync(
+        ctx.repositories.lookup_then, namespace, repo, decide
+    )
     if ok:
         return identity, lookup, result
     scope = f"repository:{name}:{action.value if action != Action.ADMIN else '*'}"

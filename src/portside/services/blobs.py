@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from portside.db.engine import Database
@@ -38,10 +39,14 @@ class BlobService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def get(self, repository_id: int, digest: str) -> BlobInfo:
-        """The blob if it is linked to the repository; raises :class:`BlobUnknown`."""
-        with self._db.read() as connection:
-            row = connection.execute(
+    def get(self, repository_id: int, digest: str,
+            connection: Connection | None = None) -> BlobInfo:
+        """The blob if it is linked to the repository; raises :class:`BlobUnknown`.
+
+        ``connection``: an open read connection to reuse (hot path).
+        """
+        with self._db.read() if connection is None else nullcontext(connection) as reader:
+            row = reader.execute(
                 _BLOB_IN_REPOSITORY, {"repository_id": repository_id, "digest": digest}
             ).first()
         if row is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import Row, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,12 +126,16 @@ class ManifestService:
         self.max_manifest_size = max_manifest_size
 
     # --- read -------------------------------------------------------------------
-    def get(self, repository_id: int, reference: str) -> StoredManifest:
-        """Resolve a tag or digest; raises :class:`ManifestUnknown`."""
+    def get(self, repository_id: int, reference: str,
+            connection: Connection | None = None) -> StoredManifest:
+        """Resolve a tag or digest; raises :class:`ManifestUnknown`.
+
+        ``connection``: an open read connection to reuse (hot path).
+        """
         check_reference(reference)
         query = _BY_DIGEST if is_digest(reference) else _BY_TAG
-        with self._db.read() as connection:
-            row = connection.execute(
+        with self._db.read() if connection is None else nullcontext(connection) as reader:
+            row = reader.execute(
                 query, {"repository_id": repository_id, "reference": reference}
             ).first()
         if row is None:

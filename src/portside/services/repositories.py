@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +13,8 @@ from sqlalchemy.orm import Session
 from portside.auth.permissions import RepositoryFacts, Subject
 from portside.db.engine import Database
 from portside.db.models import Namespace, Repository, User
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,15 @@ class RepositoryService:
         """Everything the permission decision and the handlers need about a name."""
         with self._db.read() as connection:
             return lookup_in_session(connection, namespace_name, repo_name)
+
+    def lookup_then(self, namespace_name: str, repo_name: str,
+                    then: Callable[[Lookup, Connection], T]) -> T:
+        """Look up a name and hand the result and the same connection to ``then``.
+
+        Hot read paths check permissions and fetch what they serve on one connection.
+        """
+        with self._db.read() as connection:
+            return then(lookup_in_session(connection, namespace_name, repo_name), connection)
 
     def lookup_by_id(self, repository_id: int) -> Lookup | None:
         """Like :meth:`lookup`, for a repository known by id (``None`` if gone)."""

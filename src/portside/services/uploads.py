@@ -127,11 +127,16 @@ class UploadService:
                 await self._append_locked(repository_id, upload_id, body, start)
             row = await _in_thread(self._load, repository_id, upload_id)
             driver = self._placements.driver(row.location)
-            if algorithm == "sha256":
-                hasher = await _in_thread(self._hasher_for, row, driver)
+            cached = self._hashers.get(row.id)
+            if algorithm == "sha256" and cached is not None and cached[0] == row.size:
+                actual_hex = cached[1].hexdigest()
+            elif algorithm == "sha256" and row.sha256_so_far:
+                actual_hex = row.sha256_so_far  # recorded with the bytes, on another node
+            elif algorithm == "sha256":
+                actual_hex = (await _in_thread(self._hasher_for, row, driver)).hexdigest()
             else:
-                hasher = await _in_thread(self._rehash, row, driver, algorithm)
-            actual = f"{algorithm}:{hasher.hexdigest()}"
+                actual_hex = (await _in_thread(self._rehash, row, driver, algorithm)).hexdigest()
+            actual = f"{algorithm}:{actual_hex}"
             if actual != digest:
                 # Bytes that do not match their digest are never stored.
                 await _in_thread(self.cancel, repository_id, upload_id)
@@ -213,7 +218,8 @@ class UploadService:
         cached = self._hashers.get(row.id)
         if cached is not None and cached[0] == row.size:
             return cached[1]
-        hasher = self._rehash(row, driver, "sha256")
+        # Nothing stored yet: nothing to read back (a storage round trip on S3).
+        hasher = hashlib.sha256() if row.size == 0 else self._rehash(row, driver, "sha256")
         self._remember(row.id, row.size, hasher)
         return hasher
 
@@ -230,6 +236,12 @@ class UploadService:
                 f"chunk starts at {start} but the upload holds {row.size} bytes",
                 {"upload": upload_id, "size": row.size},
             )
+        chunks = body.__aiter__()
+        first = await anext(chunks, None)
+        if first is None:
+            # An empty body (e.g. the final PUT after the last PATCH) changes nothing:
+            # no hasher to rebuild, no appender to open.
+            return UploadStatus(upload_id, row.size)
         driver = self._placements.driver(row.location)
         hasher = await _in_thread(self._hasher_for, row, driver)
         # From here on the cached hasher is being mutated: forget it until we succeed.
@@ -249,7 +261,7 @@ class UploadService:
         try:
             batch: list[bytes] = []
             batch_size = 0
-            async for chunk in body:
+            async for chunk in _prepend(first, chunks):
                 if not chunk:
                     continue
                 batch.append(chunk)
@@ -279,17 +291,19 @@ class UploadService:
             await _in_thread(appender.abort)
             raise
         new_size = row.size + written
-        await _in_thread(self._save_progress, upload_id, row.size, new_size, state)
+        await _in_thread(self._save_progress, upload_id, row.size, new_size, state,
+                         hasher.hexdigest())
         self._remember(upload_id, new_size, hasher)
         return UploadStatus(upload_id, new_size)
 
     def _save_progress(self, upload_id: str, old_size: int, new_size: int,
-                       state: dict[str, Any]) -> None:
+                       state: dict[str, Any], sha256_hex: str) -> None:
         with self._db.session() as session:
             result = session.execute(
                 update(BlobUpload)
                 .where(BlobUpload.id == upload_id, BlobUpload.size == old_size)
-                .values(size=new_size, storage_state=state, updated_at=utcnow())
+                .values(size=new_size, storage_state=state, sha256_so_far=sha256_hex,
+                        updated_at=utcnow())
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise BlobUploadUnknown("blob upload was cancelled or changed concurrently",
@@ -325,6 +339,12 @@ class UploadService:
             except IntegrityError:
                 continue  # a concurrent upload of the same digest won the insert; re-read
         raise RuntimeError(f"could not record blob {digest}")
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _valid_upload_id(upload_id: str) -> bool:

@@ -43,6 +43,8 @@ def token_digest(token: str) -> str:
 # credentials: Argon2 is deliberately slow, and clients using Basic auth send the
 # password on every request. Failures are never cached.
 _AUTH_CACHE_TTL_S = 60.0
+#: Password verifications that may run at the same time in one process.
+_CONCURRENT_VERIFICATIONS = 2
 
 
 class UserService:
@@ -53,6 +55,7 @@ class UserService:
         self._super_users = frozenset(super_users)
         self._auth_cache: dict[bytes, tuple[Subject, float]] = {}
         self._lock = threading.Lock()
+        self._verify_slots = threading.BoundedSemaphore(_CONCURRENT_VERIFICATIONS)
 
     def create_user(self, username: str, password: str, email: str | None = None,
                     superuser: bool = False) -> Subject:
@@ -127,8 +130,12 @@ class UserService:
         else:
             with self._db.session() as session:
                 user = session.scalar(select(User).where(User.username == username))
-            if user is None or not verify_password(user.password_hash, password):
+            if user is None:
                 return None
+            # Each Argon2 check takes 64 MiB for a moment: bound how many run at once.
+            with self._verify_slots:
+                if not verify_password(user.password_hash, password):
+                    return None
         if not user.enabled:
             return None
         subject = self._subject(user)

@@ -49,7 +49,8 @@ async def find_blob(request: Request, ctx: RegistryContext, name: str, digest: s
     """Authorize a pull and return the blob linked to the repository."""
     check_digest(digest)
     _identity, lookup, blob = await authorize_then(
-        request, ctx, name, Action.PULL, lambda repo: ctx.blobs.get(repo.id, digest)
+        request, ctx, name, Action.PULL,
+        lambda repo, connection: ctx.blobs.get(repo.id, digest, connection),
     )
     existing_repository_id(lookup, name)
     assert blob is not None

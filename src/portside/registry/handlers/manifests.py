@@ -20,7 +20,8 @@ async def get_manifest(request: Request, ctx: RegistryContext, name: str,
     """Serve the stored bytes with their media type and digest (HEAD: headers only)."""
     check_reference(reference)
     _identity, lookup, manifest = await authorize_then(
-        request, ctx, name, Action.PULL, lambda repo: ctx.manifests.get(repo.id, reference)
+        request, ctx, name, Action.PULL,
+        lambda repo, connection: ctx.manifests.get(repo.id, reference, connection),
     )
     existing_repository_id(lookup, name)
     assert manifest is not None

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 09:38:38.853881
+Create Date: 2026-11-21 09:43:20.962084
 """
 
 import sqlalchemy as sa
@@ -110,6 +110,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("repository_id", sa.Integer(), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("sha256_so_far", sa.String(length=64), nullable=True),
         sa.Column("location", sa.String(length=64), nullable=False),
         sa.Column("storage_state", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
