@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -37,8 +38,13 @@ from portside.workers.periodic import PeriodicJob, run_forever
 
 log = logging.getLogger(__name__)
 
-#: Threads per worker process for blocking work (database, storage, hashing).
+#: Threads per worker process for blocking work (database writes, storage, hashing).
 WORKER_THREADS = 16
+#: Threads per worker process for the per-request permission and metadata reads:
+#: SQLite answers in microseconds, so one thread (fewest lock hand-offs) is fastest;
+#: PostgreSQL has network round trips worth overlapping.
+READ_THREADS_SQLITE = 1
+READ_THREADS_POSTGRESQL = 4
 
 
 @dataclass
@@ -50,7 +56,8 @@ class Services:
     registry: RegistryContext
 
     def close(self) -> None:
-        """Release database connections."""
+        """Stop the read threads and release database connections."""
+        self.registry.read_executor.shutdown(wait=False)
         self.db.dispose()
 
 
@@ -94,6 +101,10 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
                          if "SERVER_HOSTNAME" in config.model_fields_set else None),
         url_scheme=config.PREFERRED_URL_SCHEME,
         proxy_storage=config.FEATURE_PROXY_STORAGE,
+        read_executor=ThreadPoolExecutor(
+            READ_THREADS_SQLITE if db.is_sqlite else READ_THREADS_POSTGRESQL,
+            thread_name_prefix="portside-read",
+        ),
     )
     return Services(config=config, db=db, registry=registry)
 

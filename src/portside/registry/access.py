@@ -8,6 +8,7 @@ where to get a token and for which scope.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Callable
@@ -162,8 +163,8 @@ async def authorize_then(
             return lookup, ok, could, fetch(lookup.repository, connection)
         return lookup, ok, could, None
 
-    lookup, ok, could, result = await anyio.to_thread.run_sync(
-        ctx.repositories.lookup_then, namespace, repo, decide
+    lookup, ok, could, result = await asyncio.get_running_loop().run_in_executor(
+        ctx.read_executor, ctx.repositories.lookup_then, namespace, repo, decide
     )
     if ok:
         return identity, lookup, result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from portside.auth.limits import LoginFailureLimiter
@@ -35,3 +36,7 @@ class RegistryContext:
     url_scheme: str
     #: Serve object-storage blobs through the registry instead of redirecting.
     proxy_storage: bool
+    #: A few threads reserved for the short database reads of every request, apart from
+    #: the general pool where storage calls and hashing may take long. Few threads mean
+    #: fewer hand-offs of the interpreter lock per request.
+    read_executor: ThreadPoolExecutor
