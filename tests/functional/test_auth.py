@@ -147,6 +147,32 @@ def test_token_bad_credentials(registry: Deployment) -> None:
     assert error_codes(response) == ["UNAUTHORIZED"]
 
 
+def test_oauth_password_grant(registry: Deployment) -> None:
+    repo = unique_repo("alice")
+    form = {"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"],
+            "scope": f"repository:{repo}:pull,push", "service": "registry",
+            "client_id": "containerd"}
+    response = httpx.post(f"{registry.url}/v2/auth", data=form)
+    assert response.status_code == 200
+    token = response.json()["access_token"]
+    assert access(token) == {repo: ["pull", "push"]}
+    assert httpx.get(f"{registry.url}/v2/", headers=bearer(token)).status_code == 200
+
+
+def test_oauth_refused_grants(registry: Deployment) -> None:
+    url = f"{registry.url}/v2/auth"
+    wrong = httpx.post(url, data={"grant_type": "password", "username": "alice",
+                                  "password": "wrong-password"})
+    assert wrong.status_code == 401
+    assert error_codes(wrong) == ["UNAUTHORIZED"]
+    # No refresh tokens: 405 makes containerd fall back to GET with Basic credentials.
+    refresh = httpx.post(url, data={"grant_type": "refresh_token", "refresh_token": "x"})
+    assert refresh.status_code == 405
+    assert error_codes(refresh) == ["UNSUPPORTED"]
+    missing = httpx.post(url, data={"grant_type": "password"})
+    assert missing.status_code == 401
+
+
 def test_token_downscoped_on_private_repo_of_another_user(
     registry: Deployment, alice: RegistryClient, bob: RegistryClient
 ) -> None:
