@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from portside.api.app import create_api
+from portside.api.signin import csrf_token
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
 from portside.auth.tokens import TokenService
@@ -30,6 +31,7 @@ from portside.services.blobs import BlobService
 from portside.services.catalog import CatalogService
 from portside.services.manifests import ManifestService
 from portside.services.repositories import RepositoryService
+from portside.services.sessions import SessionService
 from portside.services.uploads import UploadService
 from portside.services.users import UserService
 from portside.storage.drivers import create_driver
@@ -54,6 +56,7 @@ class Services:
     config: PortsideConfig
     db: Database
     registry: RegistryContext
+    sessions: SessionService
 
     def close(self) -> None:
         """Stop the read threads and release database connections."""
@@ -106,7 +109,7 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
             thread_name_prefix="portside-read",
         ),
     )
-    return Services(config=config, db=db, registry=registry)
+    return Services(config=config, db=db, registry=registry, sessions=SessionService(db))
 
 
 def background_jobs(services: Services) -> list[PeriodicJob]:
@@ -114,6 +117,7 @@ def background_jobs(services: Services) -> list[PeriodicJob]:
     config = services.config
     uploads = services.registry.uploads
     return [
+        PeriodicJob("session-cleanup", 3600, services.sessions.purge_expired),
         PeriodicJob(
             "upload-cleanup",
             config.BLOB_UPLOAD_CLEANUP_INTERVAL_S,
@@ -167,7 +171,9 @@ def create_app(config: PortsideConfig, migrate: bool = True,
             # "/v2" without the slash still reaches the registry's base endpoint.
             Mount("/v2", app=registry),
             Mount("/api/v1", app=create_api(services)),
+            Route("/csrf_token", csrf_token, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    rest.state.services = services  # for /csrf_token, read like the API's routes
     return PortsideApp(services, registry, rest)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portside import __version__
-from portside.api import user_initialize
+from portside.api import signin, user, user_initialize
 from portside.api.errors import ApiError, error_json
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ def create_api(services: Services) -> FastAPI:
                   openapi_url="/discovery")
     api.state.services = services
     api.include_router(user_initialize.router)
+    api.include_router(signin.router)
+    api.include_router(user.router)
 
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -30,6 +30,9 @@ class Subject:
     user_id: int | None = None
     username: str | None = None
     superuser: bool = False
+    #: Quay API scopes when the caller authenticated with an access token (``None``:
+    #: a password or session login, limited only by the user's rights).
+    scopes: frozenset[str] | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -79,7 +82,28 @@ def allowed_actions(subject: Subject, facts: RepositoryFacts, policy: Policy) ->
         return NO_ACTIONS
     if facts.state in ("READ_ONLY", "MIRROR"):
         granted = granted - {Action.PUSH, Action.DELETE}
+    if subject.scopes is not None:
+        granted = granted & scope_actions(subject.scopes, facts.repository_exists)
     return granted
+
+
+def scope_actions(scopes: frozenset[str], repository_exists: bool) -> frozenset[Action]:
+    """The most an access token with Quay's ``scopes`` may do on a repository.
+
+    ``repo:read`` pulls, ``repo:write`` also pushes and deletes tags, ``repo:admin``
+    allows everything; creating a repository by pushing to it needs ``repo:create``.
+    """
+    if "repo:admin" in scopes:
+        capped = set(ALL_ACTIONS)
+    elif "repo:write" in scopes:
+        capped = {Action.PULL, Action.PUSH, Action.DELETE}
+    elif "repo:read" in scopes:
+        capped = {Action.PULL}
+    else:
+        capped = set()
+    if not repository_exists and "repo:create" not in scopes:
+        capped.discard(Action.PUSH)
+    return frozenset(capped)
 
 
 def may(subject: Subject, action: Action, facts: RepositoryFacts, policy: Policy) -> bool:

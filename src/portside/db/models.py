@@ -239,3 +239,22 @@ class AccessToken(Base):
     scopes: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class UserSession(Base):
+    """A browser session (the UI's cookie). Only a hash of the cookie value is stored.
+
+    A session exists before sign-in too, so that the CSRF token Quay clients fetch from
+    ``/csrf_token`` can protect the sign-in request itself.
+    """
+
+    __tablename__ = "user_session"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The signed-in user; ``None`` before sign-in.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

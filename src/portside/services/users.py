@@ -123,42 +123,52 @@ class UserService:
         cached = self._auth_cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
+        scopes: frozenset[str] | None = None
         if username == OAUTH_TOKEN_USERNAME:
-            user = self._user_for_token(password)
-            if user is None:
+            found = self._user_for_token(password)
+            if found is None:
                 return None
+            user, scopes = found
         else:
             with self._db.session() as session:
-                user = session.scalar(select(User).where(User.username == username))
-            if user is None:
+                by_name = session.scalar(select(User).where(User.username == username))
+            if by_name is None:
                 return None
+            user = by_name
             # Each Argon2 check takes 64 MiB for a moment: bound how many run at once.
             with self._verify_slots:
                 if not verify_password(user.password_hash, password):
                     return None
         if not user.enabled:
             return None
-        subject = self._subject(user)
+        subject = self._subject(user, scopes)
         with self._lock:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
             self._auth_cache[key] = (subject, now + _AUTH_CACHE_TTL_S)
         return subject
 
-    def _user_for_token(self, token: str) -> User | None:
+    def authenticate_token(self, token: str) -> Subject | None:
+        """The subject of an API access token (with its scopes), if valid and enabled."""
+        found = self._user_for_token(token)
+        if found is None or not found[0].enabled:
+            return None
+        return self._subject(*found)
+
+    def _user_for_token(self, token: str) -> tuple[User, frozenset[str]] | None:
         with self._db.session() as session:
             row = session.execute(
-                select(User, AccessToken.expires_at)
+                select(User, AccessToken.expires_at, AccessToken.scopes)
                 .join(AccessToken, AccessToken.user_id == User.id)
                 .where(AccessToken.token_hash == token_digest(token))
             ).first()
         if row is None:
             return None
-        user, expires_at = row
+        user, expires_at, scopes = row
         if expires_at is not None and expires_at.replace(tzinfo=expires_at.tzinfo or
                                                          utcnow().tzinfo) <= utcnow():
             return None
-        return user
+        return user, frozenset(scopes.split())
 
     def _lock_users(self, session: Session) -> None:
         # SQLite serialises writers already; PostgreSQL needs an explicit lock so two
@@ -166,9 +176,21 @@ class UserService:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text('LOCK TABLE "user" IN SHARE ROW EXCLUSIVE MODE'))
 
-    def _subject(self, user: User) -> Subject:
+    def get_subject(self, user_id: int) -> Subject | None:
+        """The subject of an enabled user, by id (session logins)."""
+        with self._db.session() as session:
+            user = session.get(User, user_id)
+        return self._subject(user) if user is not None and user.enabled else None
+
+    def profile(self, user_id: int) -> User | None:
+        """The user's row (for ``GET /api/v1/user/``)."""
+        with self._db.session() as session:
+            return session.get(User, user_id)
+
+    def _subject(self, user: User, scopes: frozenset[str] | None = None) -> Subject:
         return Subject(
             user_id=user.id,
             username=user.username,
             superuser=user.superuser or user.username in self._super_users,
+            scopes=scopes,
         )

@@ -71,3 +71,29 @@ def test_organization_creator_administers_it() -> None:
                           repository_exists=True)
     assert allowed_actions(OTHER, org, OPEN) == ALL_ACTIONS
     assert allowed_actions(OWNER, org, OPEN) == NONE
+
+
+def scoped(*scopes: str) -> Subject:
+    return Subject(user_id=1, username="alice", scopes=frozenset(scopes))
+
+
+@pytest.mark.parametrize(
+    ("subject", "facts", "expected"),
+    [
+        (scoped("repo:read"), PRIVATE, PULL),
+        (scoped("repo:write"), PRIVATE, frozenset({Action.PULL, Action.PUSH, Action.DELETE})),
+        (scoped("repo:admin"), PRIVATE, ALL_ACTIONS),
+        (scoped("user:read"), PRIVATE, NONE),  # no repository scope, no repository access
+        (scoped(), PUBLIC, NONE),
+        (scoped("repo:write"), MISSING_REPO, frozenset({Action.PULL, Action.DELETE})),
+        (scoped("repo:write", "repo:create"), MISSING_REPO,
+         frozenset({Action.PULL, Action.PUSH, Action.DELETE})),
+        # A scope never grants more than the user's own rights.
+        (Subject(user_id=2, username="bob", scopes=frozenset({"repo:admin"})), PRIVATE, NONE),
+        (Subject(user_id=2, username="bob", scopes=frozenset({"repo:admin"})), PUBLIC, PULL),
+        (scoped("repo:admin"), READ_ONLY, frozenset({Action.PULL, Action.ADMIN})),
+    ],
+)
+def test_token_scopes_cap_actions(subject: Subject, facts: RepositoryFacts,
+                                  expected: frozenset[Action]) -> None:
+    assert allowed_actions(subject, facts, OPEN) == expected
