@@ -6,6 +6,7 @@ about the repository and its namespace, and the registry's policy switches.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -43,14 +44,56 @@ class Subject:
 ANONYMOUS = Subject()
 
 
+class NamespaceRole(StrEnum):
+    """A subject's role in a namespace: its team roles in an organization (``admin``
+    for the owner of a user namespace)."""
+
+    MEMBER = "member"
+    CREATOR = "creator"
+    ADMIN = "admin"
+
+
+class RepositoryRole(StrEnum):
+    """A role granted on one repository, directly or through a team."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+NAMESPACE_ROLE_ORDER = (NamespaceRole.MEMBER, NamespaceRole.CREATOR, NamespaceRole.ADMIN)
+REPOSITORY_ROLE_ORDER = (RepositoryRole.READ, RepositoryRole.WRITE, RepositoryRole.ADMIN)
+
+_REPOSITORY_ROLE_ACTIONS = {
+    RepositoryRole.READ: frozenset({Action.PULL}),
+    RepositoryRole.WRITE: frozenset({Action.PULL, Action.PUSH, Action.DELETE}),
+    RepositoryRole.ADMIN: ALL_ACTIONS,
+}
+
+
+def strongest_namespace_role(roles: Iterable[str]) -> NamespaceRole | None:
+    """The highest of several namespace roles (unknown values are ignored)."""
+    known = [NamespaceRole(r) for r in roles if r in NamespaceRole._value2member_map_]
+    return max(known, key=NAMESPACE_ROLE_ORDER.index, default=None)
+
+
+def strongest_repository_role(roles: Iterable[str]) -> RepositoryRole | None:
+    """The highest of several repository roles (unknown values are ignored)."""
+    known = [RepositoryRole(r) for r in roles if r in RepositoryRole._value2member_map_]
+    return max(known, key=REPOSITORY_ROLE_ORDER.index, default=None)
+
+
 @dataclass(frozen=True)
 class RepositoryFacts:
-    """What the decision needs to know about a (possibly not yet existing) repository."""
+    """What the decision needs to know about a (possibly not yet existing) repository,
+    as seen by one subject."""
 
     namespace_exists: bool
-    #: Users who administer the namespace: the user itself, or an organization's creator.
-    namespace_admins: frozenset[int] = frozenset()
+    #: The subject's role in the namespace (``None``: none at all).
+    namespace_role: NamespaceRole | None = None
     repository_exists: bool = False
+    #: The subject's strongest role on the repository, directly or through teams.
+    repository_role: RepositoryRole | None = None
     public: bool = False
     #: Quay's repository state: ``NORMAL``, ``READ_ONLY`` or ``MIRROR``.
     state: str = "NORMAL"
@@ -71,14 +114,21 @@ def allowed_actions(subject: Subject, facts: RepositoryFacts, policy: Policy) ->
         # administered by the pusher) only when the registry allows it.
         if subject.anonymous or not policy.create_namespace_on_push:
             return NO_ACTIONS
-        return ALL_ACTIONS
-    if subject.user_id is not None and subject.user_id in facts.namespace_admins:
         granted = ALL_ACTIONS
-    elif facts.repository_exists and facts.public and (
+    elif subject.anonymous:
+        granted = NO_ACTIONS
+    elif facts.namespace_role == NamespaceRole.ADMIN:
+        granted = ALL_ACTIONS  # owners and admin teams administer every repository
+    elif not facts.repository_exists:
+        # Creators may create repositories (and administer what they create).
+        granted = ALL_ACTIONS if facts.namespace_role == NamespaceRole.CREATOR else NO_ACTIONS
+    else:
+        granted = _REPOSITORY_ROLE_ACTIONS.get(facts.repository_role, NO_ACTIONS)  # type: ignore[arg-type]
+    if facts.repository_exists and facts.public and (
         policy.anonymous_access or not subject.anonymous
     ):
-        granted = frozenset({Action.PULL})
-    else:
+        granted = granted | {Action.PULL}
+    if not granted:
         return NO_ACTIONS
     if facts.state in ("READ_ONLY", "MIRROR"):
         granted = granted - {Action.PUSH, Action.DELETE}
@@ -109,3 +159,47 @@ def scope_actions(scopes: frozenset[str], repository_exists: bool) -> frozenset[
 def may(subject: Subject, action: Action, facts: RepositoryFacts, policy: Policy) -> bool:
     """True if ``subject`` may perform ``action``."""
     return action in allowed_actions(subject, facts, policy)
+
+
+class NamespaceAction(StrEnum):
+    """What a subject may do with a namespace itself."""
+
+    VIEW = "view"  # see the organization, its teams and members
+    CREATE_REPOSITORY = "create_repository"
+    ADMINISTER = "administer"  # teams, robots, default permissions, settings, logs
+
+
+_NAMESPACE_ROLE_ACTIONS = {
+    NamespaceRole.MEMBER: frozenset({NamespaceAction.VIEW}),
+    NamespaceRole.CREATOR: frozenset({NamespaceAction.VIEW, NamespaceAction.CREATE_REPOSITORY}),
+    NamespaceRole.ADMIN: frozenset(NamespaceAction),
+}
+
+
+def namespace_actions(subject: Subject, role: NamespaceRole | None,
+                      is_organization: bool) -> frozenset[NamespaceAction]:
+    """Every namespace action ``subject`` may perform, given its role there.
+
+    Access tokens are capped by Quay's scopes: administering needs ``org:admin`` (or
+    ``user:admin`` for a user's own namespace), creating repositories ``repo:create``,
+    and viewing ``user:read`` or ``org:admin``.
+    """
+    if subject.anonymous or role is None:
+        return frozenset()
+    granted = _NAMESPACE_ROLE_ACTIONS[role]
+    if subject.scopes is None:
+        return granted
+    admin_scope = "org:admin" if is_organization else "user:admin"
+    allowed = set()
+    if admin_scope in subject.scopes:
+        allowed |= {NamespaceAction.ADMINISTER, NamespaceAction.VIEW}
+    if "repo:create" in subject.scopes:
+        allowed.add(NamespaceAction.CREATE_REPOSITORY)
+    if "user:read" in subject.scopes:
+        allowed.add(NamespaceAction.VIEW)
+    return granted & frozenset(allowed)
+
+
+def acts_as_superuser(subject: Subject) -> bool:
+    """True if ``subject`` is a superuser and (for tokens) holds ``super:user``."""
+    return subject.superuser and (subject.scopes is None or "super:user" in subject.scopes)

@@ -72,14 +72,27 @@ class Namespace(Base):
 
 
 class User(Base):
-    """A person who logs in. Owns the namespace of the same name."""
+    """A principal that logs in: a person (owning the namespace of the same name) or a
+    robot account ``<namespace>+<name>`` (owned by a user or organization namespace).
+
+    Robots are rows here, as in Quay, so that team membership and repository
+    permissions treat people and robots alike.
+    """
 
     __tablename__ = "user"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    namespace_id: Mapped[int] = mapped_column(
-        ForeignKey("namespace.id", ondelete="CASCADE"), unique=True
+    #: The user's own namespace; ``None`` for robots.
+    namespace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), unique=True, nullable=True
     )
+    #: For robots: the namespace that owns the robot.
+    robot_owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    #: For robots: the robot's token, encrypted with the database secret key.
+    robot_token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
     email: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -215,6 +228,54 @@ class BlobUpload(Base):
     storage_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Team(Base):
+    """A team of an organization; its role applies across the organization."""
+
+    __tablename__ = "team"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespace.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(name_type(255))
+    #: ``member`` < ``creator`` (may create repositories) < ``admin`` (administers all).
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TeamMember(Base):
+    """A user or robot in a team."""
+
+    __tablename__ = "team_member"
+    __table_args__ = (Index("ix_team_member_user_id", "user_id"),)
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"),
+                                         primary_key=True)
+
+
+class RepositoryPermission(Base):
+    """A role on one repository for a user/robot or a team (exactly one of them)."""
+
+    __tablename__ = "repository_permission"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "user_id"),
+        UniqueConstraint("repository_id", "team_id"),
+        Index("ix_repository_permission_user_id", "user_id"),
+        Index("ix_repository_permission_team_id", "team_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"),
+                                                nullable=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"),
+                                                nullable=True)
+    #: ``read`` < ``write`` < ``admin``.
+    role: Mapped[str] = mapped_column(String(16))
 
 
 class SigningKey(Base):

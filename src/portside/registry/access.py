@@ -164,7 +164,8 @@ async def authorize_then(
         return lookup, ok, could, None
 
     lookup, ok, could, result = await asyncio.get_running_loop().run_in_executor(
-        ctx.read_executor, ctx.repositories.lookup_then, namespace, repo, decide
+        ctx.read_executor, ctx.repositories.lookup_then, namespace, repo,
+        identity.subject.user_id, decide
     )
     if ok:
         return identity, lookup, result

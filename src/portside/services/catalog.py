@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, or_, select
 
-from portside.auth.permissions import Policy, Subject
+from portside.auth.permissions import NamespaceRole, Policy, Subject
 from portside.db.engine import Database
-from portside.db.models import Namespace, Repository, User
+from portside.db.models import (
+    Namespace,
+    Repository,
+    RepositoryPermission,
+    Team,
+    TeamMember,
+    User,
+)
 
 
 class CatalogService:
@@ -30,8 +37,18 @@ class CatalogService:
             visible.append(Repository.public.is_(True))
         if subject.user_id is not None:
             own = select(User.namespace_id).where(User.id == subject.user_id)
+            teams = select(TeamMember.team_id).where(TeamMember.user_id == subject.user_id)
+            # Organizations where one of the subject's teams administers everything.
+            administered = select(Team.namespace_id).where(
+                Team.id.in_(teams), Team.role == NamespaceRole.ADMIN.value
+            )
+            granted = select(RepositoryPermission.repository_id).where(
+                or_(RepositoryPermission.user_id == subject.user_id,
+                    RepositoryPermission.team_id.in_(teams))
+            )
             visible.append(Repository.namespace_id.in_(own))
-            visible.append(Namespace.created_by_user_id == subject.user_id)
+            visible.append(Repository.namespace_id.in_(administered))
+            visible.append(Repository.id.in_(granted))
         if not visible:
             return []
         query = query.where(or_(*visible))

@@ -6,13 +6,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portside.auth.permissions import RepositoryFacts, Subject
+from portside.auth.permissions import (
+    NamespaceRole,
+    RepositoryFacts,
+    Subject,
+    strongest_namespace_role,
+    strongest_repository_role,
+)
 from portside.db.engine import Database
-from portside.db.models import Namespace, Repository, User
+from portside.db.models import (
+    Namespace,
+    Repository,
+    RepositoryPermission,
+    Team,
+    TeamMember,
+    User,
+)
 
 T = TypeVar("T")
 
@@ -41,12 +54,12 @@ class Lookup:
     repository: RepositoryRef | None
 
 
-# Built once: this query runs on every registry request, and constructing a statement
+# Built once: these queries run on every registry request, and constructing a statement
 # costs more than SQLite takes to answer it.
 _LOOKUP = (
     select(
+        Namespace.id.label("namespace_id"),
         Namespace.kind,
-        Namespace.created_by_user_id,
         User.id.label("owner_id"),
         Repository.id.label("repo_id"),
         Repository.public,
@@ -61,29 +74,88 @@ _LOOKUP = (
     )
     .where(Namespace.name == bindparam("namespace_name"))
 )
+_SUBJECT_TEAMS = select(TeamMember.team_id).where(TeamMember.user_id == bindparam("user_id"))
+_TEAM_ROLES = (
+    select(Team.role)
+    .join(TeamMember, TeamMember.team_id == Team.id)
+    .where(Team.namespace_id == bindparam("namespace_id"),
+           TeamMember.user_id == bindparam("user_id"))
+)
+_REPOSITORY_ROLES = select(RepositoryPermission.role).where(
+    RepositoryPermission.repository_id == bindparam("repo_id"),
+    or_(RepositoryPermission.user_id == bindparam("user_id"),
+        RepositoryPermission.team_id.in_(_SUBJECT_TEAMS)),
+)
 
 
-def lookup_in_session(session: Session | Connection, namespace_name: str,
-                      repo_name: str) -> Lookup:
-    """:meth:`RepositoryService.lookup` on an existing session or connection (one query)."""
+def lookup_in_session(session: Session | Connection, namespace_name: str, repo_name: str,
+                      user_id: int | None = None) -> Lookup:
+    """:meth:`RepositoryService.lookup` on an existing session or connection.
+
+    One query for the name; for a signed-in subject outside its own namespace, one more
+    for its team roles in an organization and one for its roles on the repository.
+    """
     row = session.execute(
         _LOOKUP, {"namespace_name": namespace_name, "repo_name": repo_name}
     ).first()
     if row is None:
         return Lookup(RepositoryFacts(namespace_exists=False), None)
-    admin = row.owner_id if row.kind == "user" else row.created_by_user_id
-    admins = frozenset({admin}) if admin is not None else frozenset()
-    if row.repo_id is None:
-        return Lookup(RepositoryFacts(namespace_exists=True, namespace_admins=admins), None)
+    namespace_role = None
+    repository_role = None
+    if user_id is not None:
+        if row.kind == "user":
+            namespace_role = NamespaceRole.ADMIN if row.owner_id == user_id else None
+        else:
+            namespace_role = strongest_namespace_role(session.execute(
+                _TEAM_ROLES, {"namespace_id": row.namespace_id, "user_id": user_id}
+            ).scalars())
+        if row.repo_id is not None and namespace_role != NamespaceRole.ADMIN:
+            repository_role = strongest_repository_role(session.execute(
+                _REPOSITORY_ROLES, {"repo_id": row.repo_id, "user_id": user_id}
+            ).scalars())
     facts = RepositoryFacts(
         namespace_exists=True,
-        namespace_admins=admins,
-        repository_exists=True,
-        public=row.public,
-        state=row.state,
+        namespace_role=namespace_role,
+        repository_exists=row.repo_id is not None,
+        repository_role=repository_role,
+        public=bool(row.public),
+        state=row.state or "NORMAL",
     )
+    if row.repo_id is None:
+        return Lookup(facts, None)
     ref = RepositoryRef(row.repo_id, namespace_name, repo_name, row.public, row.state)
     return Lookup(facts, ref)
+
+
+OWNERS_TEAM = "owners"
+
+
+def create_organization(session: Session, name: str, creator_id: int | None) -> Namespace:
+    """An organization namespace with Quay's ``owners`` team (admin) holding its creator."""
+    namespace = Namespace(name=name, kind="organization", created_by_user_id=creator_id)
+    session.add(namespace)
+    session.flush()
+    owners = Team(namespace_id=namespace.id, name=OWNERS_TEAM, role=NamespaceRole.ADMIN.value,
+                  description="Administrators of the organization")
+    session.add(owners)
+    session.flush()
+    if creator_id is not None:
+        session.add(TeamMember(team_id=owners.id, user_id=creator_id))
+    return namespace
+
+
+def grant_creator_admin(session: Session, namespace: Namespace, repository_id: int,
+                        user_id: int | None) -> None:
+    """Whoever creates a repository in an organization without administering the whole
+    organization (a team ``creator``) administers the new repository, as in Quay."""
+    if namespace.kind != "organization" or user_id is None:
+        return
+    roles = session.execute(
+        _TEAM_ROLES, {"namespace_id": namespace.id, "user_id": user_id}
+    ).scalars()
+    if strongest_namespace_role(roles) != NamespaceRole.ADMIN:
+        session.add(RepositoryPermission(repository_id=repository_id, user_id=user_id,
+                                         role="admin"))
 
 
 class RepositoryService:
@@ -93,21 +165,24 @@ class RepositoryService:
         self._db = db
         self._create_private = create_private_on_push
 
-    def lookup(self, namespace_name: str, repo_name: str) -> Lookup:
-        """Everything the permission decision and the handlers need about a name."""
+    def lookup(self, namespace_name: str, repo_name: str,
+               user_id: int | None = None) -> Lookup:
+        """Everything the permission decision and the handlers need about a name, as seen
+        by the user ``user_id`` (``None``: anonymous)."""
         with self._db.read() as connection:
-            return lookup_in_session(connection, namespace_name, repo_name)
+            return lookup_in_session(connection, namespace_name, repo_name, user_id)
 
-    def lookup_then(self, namespace_name: str, repo_name: str,
+    def lookup_then(self, namespace_name: str, repo_name: str, user_id: int | None,
                     then: Callable[[Lookup, Connection], T]) -> T:
         """Look up a name and hand the result and the same connection to ``then``.
 
         Hot read paths check permissions and fetch what they serve on one connection.
         """
         with self._db.read() as connection:
-            return then(lookup_in_session(connection, namespace_name, repo_name), connection)
+            return then(lookup_in_session(connection, namespace_name, repo_name, user_id),
+                        connection)
 
-    def lookup_by_id(self, repository_id: int) -> Lookup | None:
+    def lookup_by_id(self, repository_id: int, user_id: int | None = None) -> Lookup | None:
         """Like :meth:`lookup`, for a repository known by id (``None`` if gone)."""
         with self._db.session() as session:
             row = session.execute(
@@ -117,7 +192,7 @@ class RepositoryService:
             ).first()
             if row is None:
                 return None
-            return lookup_in_session(session, row[0], row[1])
+            return lookup_in_session(session, row[0], row[1], user_id)
 
     def ensure_for_push(self, subject: Subject, namespace_name: str,
                         repo_name: str) -> RepositoryRef:
@@ -132,13 +207,8 @@ class RepositoryService:
                         select(Namespace).where(Namespace.name == namespace_name)
                     )
                     if namespace is None:
-                        namespace = Namespace(
-                            name=namespace_name,
-                            kind="organization",
-                            created_by_user_id=subject.user_id,
-                        )
-                        session.add(namespace)
-                        session.flush()
+                        namespace = create_organization(session, namespace_name,
+                                                        subject.user_id)
                     repo = session.scalar(
                         select(Repository).where(
                             Repository.namespace_id == namespace.id,
@@ -153,6 +223,7 @@ class RepositoryService:
                         )
                         session.add(repo)
                         session.flush()
+                        grant_creator_admin(session, namespace, repo.id, subject.user_id)
                     return RepositoryRef(
                         repo.id, namespace_name, repo.name, repo.public, repo.state
                     )

@@ -23,6 +23,7 @@ from portside.services import uploads as uploads_module
 from portside.services.errors import BlobUploadUnknown
 from portside.services.repositories import RepositoryService
 from portside.services.uploads import UploadService
+from portside.services.users import UserService
 from portside.storage.local import LocalStorage
 from portside.storage.placements import Placements
 
@@ -75,9 +76,9 @@ def service(database: Database, storage: LocalStorage) -> UploadService:
 @pytest.fixture
 def repository_id(database: Database) -> int:
     """A repository to upload into."""
+    owner: Subject = UserService(database, []).create_user("alice", "password1")
     repositories = RepositoryService(database, create_private_on_push=True)
-    return repositories.ensure_for_push(Subject(user_id=1, username="alice"), "alice",
-                                        "app").id
+    return repositories.ensure_for_push(owner, "alice", "app").id
 
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:

@@ -30,7 +30,7 @@ def _grant_repository(ctx: RegistryContext, subject: Subject, scope: Scope) -> S
         namespace, repo = validate_repository_name(scope.name)
     except InvalidName:
         return None
-    lookup = ctx.repositories.lookup(namespace, repo)
+    lookup = ctx.repositories.lookup(namespace, repo, subject.user_id)
     allowed = {a.value for a in allowed_actions(subject, lookup.facts, ctx.policy)}
     granted = tuple(a for a in scope.actions if a in _REPOSITORY_ACTIONS and a in allowed)
     return Scope("repository", scope.name, granted) if granted else None

@@ -66,7 +66,8 @@ async def _try_mount(request: Request, ctx: RegistryContext, identity: Identity,
             namespace, repo = split_name(source)
         except NameInvalid:
             return None
-        lookup = await anyio.to_thread.run_sync(ctx.repositories.lookup, namespace, repo)
+        lookup = await anyio.to_thread.run_sync(ctx.repositories.lookup, namespace, repo,
+                                                identity.subject.user_id)
         if lookup.repository is None:
             return None
         if identity.grant is not None:
@@ -80,7 +81,8 @@ async def _try_mount(request: Request, ctx: RegistryContext, identity: Identity,
         holder_ids = await anyio.to_thread.run_sync(ctx.blobs.repositories_holding, digest)
         candidates = []
         for repo_id in holder_ids:
-            holder = await anyio.to_thread.run_sync(ctx.repositories.lookup_by_id, repo_id)
+            holder = await anyio.to_thread.run_sync(ctx.repositories.lookup_by_id, repo_id,
+                                                    identity.subject.user_id)
             if holder is not None and Action.PULL in allowed_actions(
                 identity.subject, holder.facts, ctx.policy
             ):
