@@ -22,6 +22,7 @@ from portside.api.app import create_api
 from portside.api.signin import csrf_token
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
+from portside.auth.secrets import SecretBox, secret_box_for
 from portside.auth.tokens import TokenService
 from portside.config import PortsideConfig
 from portside.db.engine import Database, create_db_engine
@@ -57,6 +58,8 @@ class Services:
     db: Database
     registry: RegistryContext
     sessions: SessionService
+    #: Encrypts secrets stored in the database (robot tokens).
+    secret_box: SecretBox
 
     def close(self) -> None:
         """Stop the read threads and release database connections."""
@@ -88,8 +91,9 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
     tokens = TokenService(db, audience=config.SERVER_HOSTNAME,
                           lifetime_s=config.REGISTRY_JWT_EXPIRATION_S)
     tokens.load_keys()
+    secret_box = secret_box_for(config.DATABASE_SECRET_KEY, config.DB_URI)
     registry = RegistryContext(
-        users=UserService(db, list(config.SUPER_USERS)),
+        users=UserService(db, list(config.SUPER_USERS), secret_box),
         repositories=RepositoryService(db, config.CREATE_PRIVATE_REPO_ON_PUSH),
         blobs=BlobService(db),
         uploads=UploadService(db, placements, config.maximum_layer_size_bytes),
@@ -109,7 +113,8 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
             thread_name_prefix="portside-read",
         ),
     )
-    return Services(config=config, db=db, registry=registry, sessions=SessionService(db))
+    return Services(config=config, db=db, registry=registry, sessions=SessionService(db),
+                    secret_box=secret_box)
 
 
 def background_jobs(services: Services) -> list[PeriodicJob]:

@@ -10,7 +10,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portside import __version__
-from portside.api import signin, user, user_initialize
+from portside.api import (
+    organizations,
+    permissions,
+    repositories,
+    robots,
+    signin,
+    teams,
+    user,
+    user_initialize,
+)
 from portside.api.errors import ApiError, error_json
 
 if TYPE_CHECKING:
@@ -25,6 +34,12 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(user_initialize.router)
     api.include_router(signin.router)
     api.include_router(user.router)
+    api.include_router(robots.router)
+    api.include_router(organizations.router)
+    api.include_router(teams.router)
+    # Before repositories: its {repository:path} routes would swallow these paths.
+    api.include_router(permissions.router)
+    api.include_router(repositories.router)
 
     @api.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

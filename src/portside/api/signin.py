@@ -19,6 +19,7 @@ from portside.api.auth import (
     services_of,
 )
 from portside.api.errors import ApiError
+from portside.services.robots import is_robot_username
 from portside.services.sessions import SESSION_LIFETIME, SessionInfo
 
 router = APIRouter()
@@ -69,7 +70,8 @@ async def signin(body: SigninRequest, request: Request) -> Response:
                        f"Too many failed logins; try again in {wait} seconds.")
     subject = await anyio.to_thread.run_sync(services.registry.users.authenticate,
                                              body.username, body.password)
-    if subject is None or subject.user_id is None:
+    # Robots log in to the registry only, never to the UI or the API.
+    if subject is None or subject.user_id is None or is_robot_username(subject.username):
         limiter.record_failure(address)
         body_json: dict[str, Any] = {"success": False, "invalidCredentials": True,
                                      "message": "Invalid Username or Password"}

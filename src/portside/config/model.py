@@ -260,6 +260,18 @@ class PortsideConfig(BaseModel):
         ),
         json_schema_extra={"default": {}},
     )
+    DATABASE_SECRET_KEY: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Secret from which the key that encrypts secrets stored in the database "
+            "(robot tokens) is derived. Keep it stable and identical on every node; "
+            "changing it invalidates existing robot tokens. When unset, a random secret is "
+            "generated once in 'database_secret.key' next to the SQLite database (or "
+            "./data/database_secret.key with PostgreSQL, where setting this key is "
+            "strongly recommended)."
+        ),
+    )
 
     # --- Storage ------------------------------------------------------------------------
     DISTRIBUTED_STORAGE_CONFIG: dict[StrictStr, StorageEntry] = Field(

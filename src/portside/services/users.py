@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from portside.auth.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 from portside.auth.permissions import Subject
+from portside.auth.secrets import SecretBox
 from portside.db.engine import Database
 from portside.db.models import AccessToken, Namespace, User, utcnow
 from portside.oci.names import is_valid_namespace
+from portside.services.robots import is_robot_username, verify_robot_token
 
 
 class UserError(ValueError):
@@ -50,8 +52,11 @@ _CONCURRENT_VERIFICATIONS = 2
 class UserService:
     """Creates and authenticates users."""
 
-    def __init__(self, db: Database, super_users: list[str]) -> None:
+    def __init__(self, db: Database, super_users: list[str],
+                 secret_box: SecretBox | None = None) -> None:
         self._db = db
+        #: Decrypts robot tokens; without it robots cannot log in.
+        self._secret_box = secret_box
         self._super_users = frozenset(super_users)
         self._auth_cache: dict[bytes, tuple[Subject, float]] = {}
         self._lock = threading.Lock()
@@ -117,7 +122,13 @@ class UserService:
             return session.scalar(select(func.count(User.id))) or 0
 
     def authenticate(self, username: str, password: str) -> Subject | None:
-        """Check a username and password; ``None`` if they do not match an enabled user."""
+        """Check a username and password; ``None`` if they do not match an enabled user.
+
+        A robot (``<namespace>+<name>``) presents its token as the password; robots have
+        no password of their own.
+        """
+        if is_robot_username(username):
+            return self._authenticate_robot(username, password)
         key = hashlib.sha256(f"{username}\0{password}".encode()).digest()
         now = time.monotonic()
         cached = self._auth_cache.get(key)
@@ -147,6 +158,17 @@ class UserService:
                 self._auth_cache.clear()
             self._auth_cache[key] = (subject, now + _AUTH_CACHE_TTL_S)
         return subject
+
+    def _authenticate_robot(self, username: str, token: str) -> Subject | None:
+        # Not cached: checking a token costs a query and a decryption (microseconds, no
+        # Argon2), and a regenerated or deleted robot must be refused at once.
+        if self._secret_box is None:
+            return None
+        with self._db.session() as session:
+            robot = verify_robot_token(session, self._secret_box, username, token)
+        if robot is None or not robot.enabled:
+            return None
+        return Subject(user_id=robot.id, username=robot.username)
 
     def authenticate_token(self, token: str) -> Subject | None:
         """The subject of an API access token (with its scopes), if valid and enabled."""
