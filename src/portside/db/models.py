@@ -113,6 +113,8 @@ class Repository(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Quay's repository state: NORMAL, READ_ONLY or MIRROR.
     state: Mapped[str] = mapped_column(String(16), default="NORMAL")
+    #: Free text (Markdown in Quay's UI).
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -319,3 +321,31 @@ class UserSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LogEntry(Base):
+    """One audit log entry (Quay's log kinds: ``push_repo``, ``create_robot``, ...).
+
+    Entries outlive what they describe, so the ids are plain columns without foreign
+    keys and the names are repeated in ``metadata_json``.
+    """
+
+    __tablename__ = "log_entry"
+    __table_args__ = (
+        Index("ix_log_entry_namespace_id_created_at", "namespace_id", "created_at"),
+        Index("ix_log_entry_repository_id_created_at", "repository_id", "created_at"),
+        Index("ix_log_entry_performer_id_created_at", "performer_id", "created_at"),
+        Index("ix_log_entry_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    #: The namespace (user or organization) the action happened in.
+    namespace_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Who did it (user or robot); ``None`` for anonymous pulls and the system.
+    performer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    repository_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
