@@ -122,9 +122,12 @@ def test_others_and_anonymous_are_refused(registry: Deployment) -> None:
         assert create(bob, short("x"), namespace=f"ghost{uuid.uuid4().hex[:8]}"
                       ).status_code == 403
         assert create(anonymous, short("x")).status_code == 401
-        # Descriptions need a column the schema does not have yet.
-        assert alice.put(path, json={"description": "d"}).status_code == 501
-        assert alice.get(path).status_code == 200
+        # Descriptions are stored and shown; writers may change them.
+        assert alice.put(path, json={"description": "# About\nAn image."}).json() == {
+            "success": True}
+        assert alice.get(path).json()["description"] == "# About\nAn image."
+        too_long = alice.put(path, json={"description": "x" * 100_001})
+        assert too_long.status_code == 400
         assert alice.delete(path).status_code == 204
 
 
@@ -183,7 +186,7 @@ def test_list_filters_and_paging(public_registry: Deployment) -> None:
 
         listed = bob.get("/repository", params={"namespace": "bob"})
         entry = next(r for r in listed.json()["repositories"] if r["name"] == f"{prefix}-0")
-        assert entry == {"namespace": "bob", "name": f"{prefix}-0", "description": None,
+        assert entry == {"namespace": "bob", "name": f"{prefix}-0", "description": "",
                          "is_public": False, "kind": "image", "state": "NORMAL",
                          "is_starred": False}
 

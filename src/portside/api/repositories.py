@@ -66,7 +66,6 @@ class CreateRepository(BaseModel):
     repository: str
     visibility: str
     namespace: str | None = None
-    #: Accepted for compatibility but not stored: the schema has no description column.
     description: str | None = None
     repo_kind: str | None = "image"
 
@@ -120,7 +119,7 @@ async def list_repositories(
                                           include_public=public, starred=starred,
                                           after=after, limit=limit))
     body: dict[str, Any] = {"repositories": [
-        {"namespace": r.namespace, "name": r.name, "description": None,
+        {"namespace": r.namespace, "name": r.name, "description": r.description,
          "is_public": r.public, "kind": "image", "state": r.state, "is_starred": False}
         for r in page
     ]}
@@ -137,7 +136,7 @@ async def create_repository(request: Request, body: CreateRepository,
     namespace = body.namespace or subject.username or ""
     service = admin_service(request)
     created = await run(service.create, subject, namespace, body.repository,
-                        body.visibility, body.repo_kind or "image")
+                        body.visibility, body.repo_kind or "image", body.description)
     return {"namespace": created.namespace, "name": created.name, "kind": "image"}
 
 
@@ -162,7 +161,7 @@ async def get_repository(request: Request, repository: str,
         "namespace": details.namespace,
         "name": details.name,
         "kind": "image",
-        "description": None,
+        "description": details.description,
         "is_public": details.public,
         "is_organization": details.is_organization,
         "is_starred": False,
@@ -188,15 +187,12 @@ async def get_repository(request: Request, repository: str,
 @router.put("/repository/{repository:path}")
 async def update_repository(request: Request, repository: str, body: UpdateRepository,
                             caller: Caller = Depends(get_caller)) -> dict[str, bool]:
-    """Change the description (writers, as in Quay).
-
-    The schema has no description column yet: after the permission check this answers
-    501 rather than pretending the description was saved.
-    """
+    """Change the description (writers, as in Quay)."""
     subject = require_scope(caller, "repo:write")
     namespace, name = split_repository(repository)
-    await run(admin_service(request).authorize_write, subject, namespace, name)
-    raise ApiError(501, "not_implemented", "Repository descriptions are not stored yet.")
+    await run(admin_service(request).set_description, subject, namespace, name,
+              body.description)
+    return {"success": True}
 
 
 @router.delete("/repository/{repository:path}", status_code=204)

@@ -85,6 +85,10 @@ class InvalidInput(RepositoryAdminError):
     """The request is malformed or contradicts the current state."""
 
 
+#: Longest accepted repository description (Markdown).
+MAX_DESCRIPTION_LENGTH = 100_000
+
+
 @dataclass(frozen=True)
 class RepositorySummary:
     """One entry of the repository list."""
@@ -93,6 +97,7 @@ class RepositorySummary:
     name: str
     public: bool
     state: str
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class RepositoryDetails:
     can_write: bool
     can_admin: bool
     tags: list[TagInfo]
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,8 @@ class RepositoryAdminService:
         if not visible:
             return [], None
         query = (
-            select(Namespace.name, Repository.name, Repository.public, Repository.state)
+            select(Namespace.name, Repository.name, Repository.public, Repository.state,
+                   Repository.description)
             .select_from(Repository)
             .join(Namespace, Namespace.id == Repository.namespace_id)
             .where(or_(*visible))
@@ -229,13 +236,14 @@ class RepositoryAdminService:
         query = query.order_by(full_name).limit(limit + 1)
         with self._db.session() as session:
             rows = session.execute(query).all()
-        page = [RepositorySummary(ns, name, bool(public), state or "NORMAL")
-                for ns, name, public, state in rows[:limit]]
+        page = [RepositorySummary(ns, name, bool(public), state or "NORMAL", description)
+                for ns, name, public, state, description in rows[:limit]]
         following = f"{page[-1].namespace}/{page[-1].name}" if len(rows) > limit else None
         return page, following
 
     def create(self, subject: Subject, namespace: str, name: str, visibility: str,
-               repo_kind: str = "image") -> RepositorySummary:
+               repo_kind: str = "image", description: str | None = None,
+               ) -> RepositorySummary:
         """Create an empty repository; the creator needs ``CREATE_REPOSITORY`` there."""
         if subject.anonymous:
             raise Unauthenticated("Requires authentication.")
@@ -261,14 +269,16 @@ class RepositoryAdminService:
                 if lookup.repository is not None:
                     raise InvalidInput("Repository already exists.")
                 repository = Repository(namespace_id=namespace_row.id, name=name,
-                                        public=visibility == "public")
+                                        public=visibility == "public",
+                                        description=description)
                 session.add(repository)
                 session.flush()
                 grant_creator_admin(session, namespace_row, repository.id, subject.user_id)
         except IntegrityError:
             # Created concurrently (by a push or another API call).
             raise InvalidInput("Repository already exists.") from None
-        return RepositorySummary(namespace, name, visibility == "public", "NORMAL")
+        return RepositorySummary(namespace, name, visibility == "public", "NORMAL",
+                                 description)
 
     def get(self, subject: Subject, namespace: str, name: str) -> RepositoryDetails:
         """The repository and its active tags, for anyone who may pull from it."""
@@ -276,6 +286,8 @@ class RepositoryAdminService:
             lookup, actions = self._authorize(session, subject, namespace, name, Action.PULL)
             assert lookup.repository is not None
             kind = session.scalar(select(Namespace.kind).where(Namespace.name == namespace))
+            description = session.scalar(
+                select(Repository.description).where(Repository.id == lookup.repository.id))
             rows = session.execute(
                 select(Tag.name, Manifest.digest, Manifest.size, Tag.lifetime_start_ms)
                 .join(Manifest, Manifest.id == Tag.manifest_id)
@@ -289,12 +301,21 @@ class RepositoryAdminService:
             is_organization=kind == "organization",
             can_write=Action.PUSH in actions, can_admin=Action.ADMIN in actions,
             tags=[TagInfo(*row) for row in rows],
+            description=description,
         )
 
-    def authorize_write(self, subject: Subject, namespace: str, name: str) -> None:
-        """Require write access (Quay's rule for changing the description)."""
+    def set_description(self, subject: Subject, namespace: str, name: str,
+                        description: str) -> None:
+        """Change the description (write access suffices, as in Quay)."""
+        if len(description) > MAX_DESCRIPTION_LENGTH:
+            raise InvalidInput(
+                f"description longer than {MAX_DESCRIPTION_LENGTH} characters")
         with self._db.session() as session:
-            self._authorize(session, subject, namespace, name, Action.PUSH)
+            lookup, _actions = self._authorize(session, subject, namespace, name, Action.PUSH)
+            assert lookup.repository is not None
+            repository = session.get(Repository, lookup.repository.id)
+            if repository is not None:
+                repository.description = description
 
     def set_visibility(self, subject: Subject, namespace: str, name: str,
                        visibility: str) -> None:
