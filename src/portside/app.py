@@ -28,6 +28,7 @@ from portside.config import PortsideConfig
 from portside.db.engine import Database, create_db_engine
 from portside.registry.app import RegistryApp
 from portside.registry.context import RegistryContext
+from portside.services.audit import PullLogBuffer
 from portside.services.blobs import BlobService
 from portside.services.catalog import CatalogService
 from portside.services.manifests import ManifestService
@@ -112,6 +113,7 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
             READ_THREADS_SQLITE if db.is_sqlite else READ_THREADS_POSTGRESQL,
             thread_name_prefix="portside-read",
         ),
+        pull_log=PullLogBuffer(db),
     )
     return Services(config=config, db=db, registry=registry, sessions=SessionService(db),
                     secret_box=secret_box)
@@ -163,11 +165,16 @@ def create_app(config: PortsideConfig, migrate: bool = True,
         tasks = []
         if run_workers:
             tasks = [asyncio.create_task(run_forever(job)) for job in background_jobs(services)]
+        # Pull entries are buffered in this process, so every process flushes its own.
+        if services.registry.pull_log is not None:
+            tasks.append(asyncio.create_task(services.registry.pull_log.run()))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            # Let the pull flusher write what it still holds before the engine goes.
+            await asyncio.gather(*tasks, return_exceptions=True)
             services.close()
 
     registry = RegistryApp(services.registry)

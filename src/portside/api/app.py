@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portside import __version__
 from portside.api import (
+    logs,
     organizations,
     permissions,
     repositories,
@@ -39,6 +40,7 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(teams.router)
     # Before repositories: its {repository:path} routes would swallow these paths.
     api.include_router(permissions.router)
+    api.include_router(logs.router)
     api.include_router(repositories.router)
 
     @api.exception_handler(ApiError)

@@ -26,6 +26,8 @@ from portside.auth.permissions import (
     acts_as_superuser,
     namespace_actions,
 )
+from portside.registry.access import client_address
+from portside.services.audit import AuditContext
 from portside.services.robots import (
     OwnerNamespace,
     Robot,
@@ -182,21 +184,28 @@ async def _get(request: Request, owner: OwnerNamespace, shortname: str) -> dict[
     return robot_json(robot, include_token=True, include_metadata=True)
 
 
-async def _create(request: Request, owner: OwnerNamespace, shortname: str) -> Response:
+def audit_of(request: Request, caller: Caller) -> AuditContext:
+    """Who is changing robots, for the audit log."""
+    return AuditContext(caller.subject, client_address(request))
+
+
+async def _create(request: Request, owner: OwnerNamespace, shortname: str,
+                  audit: AuditContext | None = None) -> Response:
     description = await create_body(request)
-    robot = await run(request, lambda s: s.create(owner, shortname, description))
+    robot = await run(request, lambda s: s.create(owner, shortname, description, audit=audit))
     return JSONResponse(robot_json(robot, include_token=True, include_metadata=True),
                         status_code=201)
 
 
-async def _delete(request: Request, owner: OwnerNamespace, shortname: str) -> Response:
-    await run(request, lambda s: s.delete(owner, shortname))
+async def _delete(request: Request, owner: OwnerNamespace, shortname: str,
+                  audit: AuditContext | None = None) -> Response:
+    await run(request, lambda s: s.delete(owner, shortname, audit=audit))
     return Response(status_code=204)
 
 
-async def _regenerate(request: Request, owner: OwnerNamespace,
-                      shortname: str) -> dict[str, Any]:
-    robot = await run(request, lambda s: s.regenerate(owner, shortname))
+async def _regenerate(request: Request, owner: OwnerNamespace, shortname: str,
+                      audit: AuditContext | None = None) -> dict[str, Any]:
+    robot = await run(request, lambda s: s.regenerate(owner, shortname, audit=audit))
     return robot_json(robot, include_token=True, include_metadata=False)
 
 
@@ -231,21 +240,24 @@ async def get_user_robot(shortname: str, request: Request,
 async def create_user_robot(shortname: str, request: Request,
                             caller: Caller = Depends(get_caller)) -> Response:
     """Create a robot of the caller (optional body: ``description``)."""
-    return await _create(request, await user_owner(request, caller), shortname)
+    return await _create(request, await user_owner(request, caller), shortname,
+                         audit_of(request, caller))
 
 
 @router.delete("/user/robots/{shortname}", status_code=204)
 async def delete_user_robot(shortname: str, request: Request,
                             caller: Caller = Depends(get_caller)) -> Response:
     """Delete one of the caller's robots."""
-    return await _delete(request, await user_owner(request, caller), shortname)
+    return await _delete(request, await user_owner(request, caller), shortname,
+                         audit_of(request, caller))
 
 
 @router.post("/user/robots/{shortname}/regenerate")
 async def regenerate_user_robot(shortname: str, request: Request,
                                 caller: Caller = Depends(get_caller)) -> dict[str, Any]:
     """Give one of the caller's robots a new token (the old one stops working)."""
-    return await _regenerate(request, await user_owner(request, caller), shortname)
+    return await _regenerate(request, await user_owner(request, caller), shortname,
+                         audit_of(request, caller))
 
 
 @router.get("/user/robots/{shortname}/permissions")
@@ -276,21 +288,24 @@ async def get_org_robot(orgname: str, shortname: str, request: Request,
 async def create_org_robot(orgname: str, shortname: str, request: Request,
                            caller: Caller = Depends(get_caller)) -> Response:
     """Create a robot in the organization (optional body: ``description``)."""
-    return await _create(request, await org_owner(request, caller, orgname), shortname)
+    return await _create(request, await org_owner(request, caller, orgname), shortname,
+                         audit_of(request, caller))
 
 
 @router.delete("/organization/{orgname}/robots/{shortname}", status_code=204)
 async def delete_org_robot(orgname: str, shortname: str, request: Request,
                            caller: Caller = Depends(get_caller)) -> Response:
     """Delete a robot of the organization."""
-    return await _delete(request, await org_owner(request, caller, orgname), shortname)
+    return await _delete(request, await org_owner(request, caller, orgname), shortname,
+                         audit_of(request, caller))
 
 
 @router.post("/organization/{orgname}/robots/{shortname}/regenerate")
 async def regenerate_org_robot(orgname: str, shortname: str, request: Request,
                                caller: Caller = Depends(get_caller)) -> dict[str, Any]:
     """Give a robot of the organization a new token (the old one stops working)."""
-    return await _regenerate(request, await org_owner(request, caller, orgname), shortname)
+    return await _regenerate(request, await org_owner(request, caller, orgname), shortname,
+                         audit_of(request, caller))
 
 
 @router.get("/organization/{orgname}/robots/{shortname}/permissions")

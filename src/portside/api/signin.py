@@ -19,6 +19,7 @@ from portside.api.auth import (
     services_of,
 )
 from portside.api.errors import ApiError
+from portside.services.audit import record_login
 from portside.services.robots import is_robot_username
 from portside.services.sessions import SESSION_LIFETIME, SessionInfo
 
@@ -73,10 +74,14 @@ async def signin(body: SigninRequest, request: Request) -> Response:
     # Robots log in to the registry only, never to the UI or the API.
     if subject is None or subject.user_id is None or is_robot_username(subject.username):
         limiter.record_failure(address)
+        await anyio.to_thread.run_sync(record_login, services.db, False, body.username[:255],
+                                       None, address)
         body_json: dict[str, Any] = {"success": False, "invalidCredentials": True,
                                      "message": "Invalid Username or Password"}
         return JSONResponse(body_json, status_code=403)
     fresh = await anyio.to_thread.run_sync(services.sessions.sign_in, session, subject.user_id)
+    await anyio.to_thread.run_sync(record_login, services.db, True, body.username, subject,
+                                   address)
     response = JSONResponse({"success": True})
     set_session_cookie(request, response, fresh)
     return response

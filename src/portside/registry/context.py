@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
 from portside.auth.tokens import TokenService
+from portside.services.audit import PullLogBuffer
 from portside.services.blobs import BlobService
 from portside.services.catalog import CatalogService
 from portside.services.manifests import ManifestService
@@ -40,3 +41,5 @@ class RegistryContext:
     #: the general pool where storage calls and hashing may take long. Few threads mean
     #: fewer hand-offs of the interpreter lock per request.
     read_executor: ThreadPoolExecutor
+    #: Buffers ``pull_repo`` audit entries (``None``: pulls are not logged).
+    pull_log: PullLogBuffer | None = None

@@ -31,6 +31,7 @@ from portside.oci import manifest as oci_manifest
 from portside.oci import mediatypes as mt
 from portside.oci.digest import InvalidDigest, digest_of, is_digest, parse_digest
 from portside.oci.names import is_valid_tag
+from portside.services.audit import AuditContext, record_for_repository
 from portside.services.errors import (
     DigestInvalid,
     InUse,
@@ -188,8 +189,11 @@ class ManifestService:
 
     # --- write ------------------------------------------------------------------
     def put(self, repository_id: int, reference: str, content_type: str | None,
-            raw: bytes) -> PushedManifest:
-        """Validate and store a manifest; point the tag at it when ``reference`` is one."""
+            raw: bytes, *, audit: AuditContext | None = None) -> PushedManifest:
+        """Validate and store a manifest; point the tag at it when ``reference`` is one.
+
+        Records Quay's ``push_repo`` entry (tag and digest) in the same transaction.
+        """
         check_reference(reference)
         if len(raw) > self.max_manifest_size:
             raise TooLarge(f"manifest exceeds the maximum size of {self.max_manifest_size} bytes")
@@ -217,6 +221,10 @@ class ManifestService:
                     manifest_id = self._store(session, repository_id, digest, raw, parsed)
                     if tag is not None:
                         self._point_tag(session, repository_id, tag, manifest_id)
+                    pushed: dict[str, str] = {"manifest_digest": digest}
+                    if tag is not None:
+                        pushed["tag"] = tag
+                    record_for_repository(session, "push_repo", repository_id, audit, **pushed)
                 break
             except IntegrityError:
                 continue  # a concurrent push of the same manifest or tag; re-read and retry
@@ -224,8 +232,12 @@ class ManifestService:
             raise RuntimeError("could not store manifest after concurrent updates")
         return PushedManifest(digest, parsed.subject.digest if parsed.subject else None)
 
-    def delete(self, repository_id: int, reference: str) -> None:
-        """Delete a tag (only the tag) or a manifest by digest (with its tags)."""
+    def delete(self, repository_id: int, reference: str, *,
+               audit: AuditContext | None = None) -> None:
+        """Delete a tag (only the tag) or a manifest by digest (with its tags).
+
+        Records Quay's ``delete_tag`` for each tag removed, in the same transaction.
+        """
         check_reference(reference)
         with self._db.session() as session:
             if not is_digest(reference):
@@ -237,6 +249,8 @@ class ManifestService:
                 )
                 if result.rowcount == 0:  # type: ignore[attr-defined]
                     raise ManifestUnknown("tag unknown", {"reference": reference})
+                record_for_repository(session, "delete_tag", repository_id, audit,
+                                      tag=reference)
                 return
             manifest = session.scalar(
                 select(Manifest).where(Manifest.repository_id == repository_id,
@@ -255,6 +269,10 @@ class ManifestService:
                     f"manifest is referenced by index {parent}; delete the index first",
                     {"digest": reference},
                 )
+            for tag_name in session.scalars(select(Tag.name).where(
+                    Tag.manifest_id == manifest.id, Tag.lifetime_end_ms.is_(None))):
+                record_for_repository(session, "delete_tag", repository_id, audit,
+                                      tag=tag_name, manifest_digest=reference)
             session.execute(delete(Tag).where(Tag.manifest_id == manifest.id))
             session.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest.id))
             session.execute(

@@ -40,6 +40,7 @@ from portside.db.models import (
     User,
 )
 from portside.oci.names import is_valid_namespace
+from portside.services.audit import record
 from portside.services.repositories import create_organization
 
 T = TypeVar("T")
@@ -159,7 +160,9 @@ class OrganizationService:
         def work(session: Session) -> None:
             if session.scalar(select(Namespace.id).where(Namespace.name == name)):
                 raise Invalid("A user or organization with this name already exists")
-            create_organization(session, name, creator)
+            created = create_organization(session, name, creator)
+            record(session, "org_create", performer=subject, namespace_id=created.id,
+                   metadata={"namespace": name})
 
         try:
             self._write(work)
@@ -195,6 +198,8 @@ class OrganizationService:
             namespace = self._organization(session, org, lock=True)
             self._access(session, subject, namespace).require(NamespaceAction.ADMINISTER)
             session.execute(delete(Namespace).where(Namespace.id == namespace.id))
+            record(session, "org_delete", performer=subject, namespace_id=namespace.id,
+                   metadata={"namespace": org})
 
         self._write(work)
 
@@ -261,6 +266,10 @@ class OrganizationService:
                 session.flush()
                 self._keep_administered(session, namespace.id, before)
             session.flush()
+            if created or role is not None:
+                record(session, "org_create_team" if created else "org_set_team_role",
+                       performer=subject, namespace_id=namespace.id,
+                       metadata={"namespace": org, "team": team, "role": row.role})
             members, repos = self._team_counts(session, [row.id])
             return self._team_info(row, True, members, repos), created
 
@@ -284,6 +293,8 @@ class OrganizationService:
                                   "last team with the admin role")
             before = self._administrators(session, namespace.id)
             session.execute(delete(Team).where(Team.id == row.id))
+            record(session, "org_delete_team", performer=subject, namespace_id=namespace.id,
+                   metadata={"namespace": org, "team": team})
             self._keep_administered(session, namespace.id, before)
 
         self._write(work)
@@ -329,6 +340,9 @@ class OrganizationService:
             if present is None:
                 session.add(TeamMember(team_id=row.id, user_id=user.id))
                 session.flush()
+                record(session, "org_add_team_member", performer=subject,
+                       namespace_id=namespace.id,
+                       metadata={"namespace": org, "team": team, "member": user.username})
             return MemberInfo(user.username, user.robot_owner_id is not None)
 
         return self._write(work)
@@ -348,6 +362,9 @@ class OrganizationService:
                 TeamMember.team_id == row.id, TeamMember.user_id == user_id))
             if not removed.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"{member[:100]!r} is not a member of team {team!r}")
+            record(session, "org_remove_team_member", performer=subject,
+                   namespace_id=namespace.id,
+                   metadata={"namespace": org, "team": team, "member": member})
             self._keep_administered(session, namespace.id, before)
 
         self._write(work)

@@ -26,6 +26,7 @@ from portside.db.models import (
     TeamMember,
     User,
 )
+from portside.services.audit import record
 
 T = TypeVar("T")
 
@@ -195,10 +196,11 @@ class RepositoryService:
             return lookup_in_session(session, row[0], row[1], user_id)
 
     def ensure_for_push(self, subject: Subject, namespace_name: str,
-                        repo_name: str) -> RepositoryRef:
+                        repo_name: str, *, ip: str | None = None) -> RepositoryRef:
         """Return the repository, creating it (and an organization namespace) if missing.
 
-        The caller has already decided that ``subject`` may push here.
+        The caller has already decided that ``subject`` may push here. Creations are
+        audited (``org_create``, ``create_repo``) in the same transaction.
         """
         for _attempt in range(3):
             try:
@@ -209,6 +211,9 @@ class RepositoryService:
                     if namespace is None:
                         namespace = create_organization(session, namespace_name,
                                                         subject.user_id)
+                        record(session, "org_create", performer=subject,
+                               namespace_id=namespace.id, ip=ip,
+                               metadata={"namespace": namespace_name})
                     repo = session.scalar(
                         select(Repository).where(
                             Repository.namespace_id == namespace.id,
@@ -224,6 +229,9 @@ class RepositoryService:
                         session.add(repo)
                         session.flush()
                         grant_creator_admin(session, namespace, repo.id, subject.user_id)
+                        record(session, "create_repo", performer=subject,
+                               namespace_id=namespace.id, repository_id=repo.id, ip=ip,
+                               metadata={"repo": repo_name, "namespace": namespace_name})
                     return RepositoryRef(
                         repo.id, namespace_name, repo.name, repo.public, repo.state
                     )

@@ -46,6 +46,7 @@ from portside.db.models import (
     User,
 )
 from portside.oci.names import InvalidName, validate_repository_name
+from portside.services.audit import AuditContext, record_for_repository
 from portside.services.repositories import (
     Lookup,
     grant_creator_admin,
@@ -274,6 +275,8 @@ class RepositoryAdminService:
                 session.add(repository)
                 session.flush()
                 grant_creator_admin(session, namespace_row, repository.id, subject.user_id)
+                record_for_repository(session, "create_repo", repository.id,
+                                      AuditContext(subject))
         except IntegrityError:
             # Created concurrently (by a push or another API call).
             raise InvalidInput("Repository already exists.") from None
@@ -328,6 +331,8 @@ class RepositoryAdminService:
             repository = session.get(Repository, lookup.repository.id)
             if repository is not None:
                 repository.public = visibility == "public"
+            record_for_repository(session, "change_repo_visibility", lookup.repository.id,
+                                  AuditContext(subject), visibility=visibility)
 
         self._admin_op(subject, namespace, name, change)
 
@@ -339,6 +344,9 @@ class RepositoryAdminService:
         """
         def remove(session: Session, lookup: Lookup) -> None:
             assert lookup.repository is not None
+            # Recorded first: the entry copies the names from the rows about to go.
+            record_for_repository(session, "delete_repo", lookup.repository.id,
+                                  AuditContext(subject))
             # Tags reference manifests without a cascade: remove them first so the
             # deletion does not depend on the order the database applies cascades in.
             session.execute(delete(Tag).where(Tag.repository_id == lookup.repository.id))
@@ -394,6 +402,8 @@ class RepositoryAdminService:
                     raise InvalidInput(
                         f"Robot {username} belongs to another namespace.")
             _upsert(session, lookup.repository.id, role, user_id=user.id)
+            record_for_repository(session, "change_repo_permission", lookup.repository.id,
+                                  AuditContext(subject), username=username, role=role)
             return self._user_permission(session, namespace, user, role)
 
         return self._retrying(lambda: self._admin_op(subject, namespace, name, write))
@@ -409,6 +419,8 @@ class RepositoryAdminService:
                 RepositoryPermission.user_id == user.id))
             if not deleted.rowcount:  # type: ignore[attr-defined]
                 raise InvalidInput(f"User {username} has no permission on this repository.")
+            record_for_repository(session, "delete_repo_permission", lookup.repository.id,
+                                  AuditContext(subject), username=username)
 
         self._admin_op(subject, namespace, name, remove)
 
@@ -451,6 +463,8 @@ class RepositoryAdminService:
             assert lookup.repository is not None
             team = self._team(session, namespace, team_name, InvalidInput)
             _upsert(session, lookup.repository.id, role, team_id=team.id)
+            record_for_repository(session, "change_repo_permission", lookup.repository.id,
+                                  AuditContext(subject), team=team.name, role=role)
             return TeamPermission(team.name, role)
 
         return self._retrying(lambda: self._admin_op(subject, namespace, name, write))
@@ -466,6 +480,8 @@ class RepositoryAdminService:
                 RepositoryPermission.team_id == team.id))
             if not deleted.rowcount:  # type: ignore[attr-defined]
                 raise InvalidInput(f"Team {team_name} has no permission on this repository.")
+            record_for_repository(session, "delete_repo_permission", lookup.repository.id,
+                                  AuditContext(subject), team=team_name)
 
         self._admin_op(subject, namespace, name, remove)
 

@@ -30,6 +30,7 @@ from portside.db.models import (
     TeamMember,
     User,
 )
+from portside.services.audit import AuditContext, record
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ def is_robot_username(username: str | None) -> bool:
 def new_robot_token() -> str:
     """A fresh robot token, in Quay's format."""
     return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(_TOKEN_LENGTH))
+
+
+def _audit(session: Session, kind: str, owner: OwnerNamespace, robot: str,
+           audit: AuditContext | None) -> None:
+    """Record a robot change in the owner's namespace, in the caller's transaction."""
+    record(session, kind, performer=audit.performer if audit else None,
+           namespace_id=owner.id, ip=audit.ip if audit else None,
+           metadata={"robot": robot, "namespace": owner.name})
 
 
 @dataclass(frozen=True)
@@ -178,8 +187,8 @@ class RobotService:
         with self._db.session() as session:
             return self._robot(self._find(session, owner, shortname), include_token=True)
 
-    def create(self, owner: OwnerNamespace, shortname: str,
-               description: str | None) -> Robot:
+    def create(self, owner: OwnerNamespace, shortname: str, description: str | None,
+               *, audit: AuditContext | None = None) -> Robot:
         """Create ``<owner>+<shortname>`` with a new token. Raises :class:`RobotError`."""
         if not ROBOT_SHORTNAME_RE.fullmatch(shortname):
             raise RobotError(
@@ -200,23 +209,28 @@ class RobotService:
                              description=description, password_hash=None)
                 session.add(robot)
                 session.flush()
+                _audit(session, "create_robot", owner, username, audit)
                 return self._robot(robot, include_token=True)
         except IntegrityError:
             # Created concurrently by another request.
             raise RobotError(f"Existing robot with name: {username}") from None
 
-    def regenerate(self, owner: OwnerNamespace, shortname: str) -> Robot:
+    def regenerate(self, owner: OwnerNamespace, shortname: str, *,
+                   audit: AuditContext | None = None) -> Robot:
         """Replace the robot's token; the old one stops working at once."""
         with self._db.session() as session:
             robot = self._find(session, owner, shortname)
             robot.robot_token_encrypted = self._box.encrypt(new_robot_token())
             session.flush()
+            _audit(session, "regenerate_robot_token", owner, robot.username, audit)
             return self._robot(robot, include_token=True)
 
-    def delete(self, owner: OwnerNamespace, shortname: str) -> None:
+    def delete(self, owner: OwnerNamespace, shortname: str, *,
+               audit: AuditContext | None = None) -> None:
         """Delete the robot with its team memberships and repository permissions."""
         with self._db.session() as session:
             robot = self._find(session, owner, shortname)
+            _audit(session, "delete_robot", owner, robot.username, audit)
             # The foreign keys cascade too; deleting explicitly does not depend on the
             # database enforcing them.
             session.execute(delete(TeamMember).where(TeamMember.user_id == robot.id))

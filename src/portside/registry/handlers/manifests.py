@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from portside.auth.permissions import Action
-from portside.registry.access import authorize, authorize_then, split_name
+from portside.oci.digest import is_digest
+from portside.registry.access import authorize, authorize_then, client_address, split_name
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
 from portside.registry.handlers.blobs import existing_repository_id
 from portside.registry.http import empty, read_limited
+from portside.services.audit import AuditContext
 from portside.services.manifests import check_reference
 
 
@@ -19,7 +23,7 @@ async def get_manifest(request: Request, ctx: RegistryContext, name: str,
                        reference: str) -> Response:
     """Serve the stored bytes with their media type and digest (HEAD: headers only)."""
     check_reference(reference)
-    _identity, lookup, manifest = await authorize_then(
+    identity, lookup, manifest = await authorize_then(
         request, ctx, name, Action.PULL,
         lambda repo, connection: ctx.manifests.get(repo.id, reference, connection),
     )
@@ -34,6 +38,15 @@ async def get_manifest(request: Request, ctx: RegistryContext, name: str,
     if manifest.subject_digest:
         headers["OCI-Subject"] = manifest.subject_digest
     body = b"" if request.method == "HEAD" else manifest.content
+    if request.method != "HEAD" and ctx.pull_log is not None and lookup.repository is not None:
+        # Buffered: no database write in the pull's critical path (see PullLogBuffer).
+        repo = lookup.repository
+        pulled: dict[str, str] = {"repo": repo.name, "namespace": repo.namespace,
+                                  "manifest_digest": manifest.digest}
+        if not is_digest(reference):
+            pulled["tag"] = reference
+        ctx.pull_log.add(repo.id, None if identity.subject.anonymous else identity.subject,
+                         client_address(request), pulled)
     return Response(body, status_code=200, headers=headers, media_type=manifest.media_type)
 
 
@@ -47,13 +60,16 @@ async def put_manifest(request: Request, ctx: RegistryContext, name: str,
         repo_id = lookup.repository.id
     else:
         namespace, repo = split_name(name)
-        ref = await anyio.to_thread.run_sync(
-            ctx.repositories.ensure_for_push, identity.subject, namespace, repo
-        )
+        ref = await anyio.to_thread.run_sync(functools.partial(
+            ctx.repositories.ensure_for_push, identity.subject, namespace, repo,
+            ip=client_address(request),
+        ))
         repo_id = ref.id
-    pushed = await anyio.to_thread.run_sync(
-        ctx.manifests.put, repo_id, reference, request.headers.get("content-type"), raw
-    )
+    audit = AuditContext(identity.subject, client_address(request))
+    pushed = await anyio.to_thread.run_sync(functools.partial(
+        ctx.manifests.put, repo_id, reference, request.headers.get("content-type"), raw,
+        audit=audit,
+    ))
     headers = {
         "Location": f"/v2/{name}/manifests/{pushed.digest}",
         "Docker-Content-Digest": pushed.digest,
@@ -68,7 +84,9 @@ async def delete_manifest(request: Request, ctx: RegistryContext, name: str,
                           reference: str) -> Response:
     """Delete a tag (only the tag) or a manifest by digest."""
     check_reference(reference)
-    _identity, lookup = await authorize(request, ctx, name, Action.DELETE)
+    identity, lookup = await authorize(request, ctx, name, Action.DELETE)
     repo_id = existing_repository_id(lookup, name)
-    await anyio.to_thread.run_sync(ctx.manifests.delete, repo_id, reference)
+    audit = AuditContext(identity.subject, client_address(request))
+    await anyio.to_thread.run_sync(functools.partial(
+        ctx.manifests.delete, repo_id, reference, audit=audit))
     return empty(202, {"Content-Length": "0"})
