@@ -16,6 +16,34 @@ from portside.db.models import (
 )
 
 
+def visibility_conditions(subject: Subject, policy: Policy,
+                          include_public: bool) -> list[ColumnElement[bool]]:
+    """SQL conditions (to be OR-ed) for the repositories ``subject`` may see.
+
+    The same rules as the permission decision, in SQL for listings: public repositories
+    (when asked for and allowed), the subject's own namespace, organizations where one
+    of its teams is admin, and repositories granted to it or its teams. An empty list
+    means nothing is visible.
+    """
+    visible: list[ColumnElement[bool]] = []
+    if include_public and (not subject.anonymous or policy.anonymous_access):
+        visible.append(Repository.public.is_(True))
+    if subject.user_id is not None:
+        own = select(User.namespace_id).where(User.id == subject.user_id)
+        teams = select(TeamMember.team_id).where(TeamMember.user_id == subject.user_id)
+        administered = select(Team.namespace_id).where(
+            Team.id.in_(teams), Team.role == NamespaceRole.ADMIN.value
+        )
+        granted = select(RepositoryPermission.repository_id).where(
+            or_(RepositoryPermission.user_id == subject.user_id,
+                RepositoryPermission.team_id.in_(teams))
+        )
+        visible += [Repository.namespace_id.in_(own),
+                    Repository.namespace_id.in_(administered),
+                    Repository.id.in_(granted)]
+    return visible
+
+
 class CatalogService:
     """Lists repositories visible to a subject in lexical order of full name."""
 
@@ -32,23 +60,7 @@ class CatalogService:
             .select_from(Repository)
             .join(Namespace, Namespace.id == Repository.namespace_id)
         )
-        visible: list[ColumnElement[bool]] = []
-        if not subject.anonymous or self._policy.anonymous_access:
-            visible.append(Repository.public.is_(True))
-        if subject.user_id is not None:
-            own = select(User.namespace_id).where(User.id == subject.user_id)
-            teams = select(TeamMember.team_id).where(TeamMember.user_id == subject.user_id)
-            # Organizations where one of the subject's teams administers everything.
-            administered = select(Team.namespace_id).where(
-                Team.id.in_(teams), Team.role == NamespaceRole.ADMIN.value
-            )
-            granted = select(RepositoryPermission.repository_id).where(
-                or_(RepositoryPermission.user_id == subject.user_id,
-                    RepositoryPermission.team_id.in_(teams))
-            )
-            visible.append(Repository.namespace_id.in_(own))
-            visible.append(Repository.namespace_id.in_(administered))
-            visible.append(Repository.id.in_(granted))
+        visible = visibility_conditions(subject, self._policy, include_public=True)
         if not visible:
             return []
         query = query.where(or_(*visible))

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portside.auth.permissions import (
     Action,
     NamespaceAction,
-    NamespaceRole,
     Policy,
     RepositoryRole,
     Subject,
@@ -47,6 +46,7 @@ from portside.db.models import (
 )
 from portside.oci.names import InvalidName, validate_repository_name
 from portside.services.audit import AuditContext, record_for_repository
+from portside.services.catalog import visibility_conditions
 from portside.services.repositories import (
     Lookup,
     grant_creator_admin,
@@ -203,23 +203,7 @@ class RepositoryAdminService:
         if starred:
             return [], None
         full_name = Namespace.name + "/" + Repository.name
-        visible: list[ColumnElement[bool]] = []
-        if include_public and (not subject.anonymous or self._policy.anonymous_access):
-            visible.append(Repository.public.is_(True))
-        if subject.user_id is not None:
-            # Same rules as the catalog (services/catalog.py).
-            own = select(User.namespace_id).where(User.id == subject.user_id)
-            teams = select(TeamMember.team_id).where(TeamMember.user_id == subject.user_id)
-            administered = select(Team.namespace_id).where(
-                Team.id.in_(teams), Team.role == NamespaceRole.ADMIN.value
-            )
-            granted = select(RepositoryPermission.repository_id).where(
-                or_(RepositoryPermission.user_id == subject.user_id,
-                    RepositoryPermission.team_id.in_(teams))
-            )
-            visible += [Repository.namespace_id.in_(own),
-                        Repository.namespace_id.in_(administered),
-                        Repository.id.in_(granted)]
+        visible = visibility_conditions(subject, self._policy, include_public)
         if not visible:
             return [], None
         query = (
