@@ -17,6 +17,7 @@ from portside.api import (
     repositories,
     robots,
     signin,
+    superuser,
     teams,
     user,
     user_initialize,
@@ -38,6 +39,7 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(robots.router)
     api.include_router(organizations.router)
     api.include_router(teams.router)
+    api.include_router(superuser.router)
     # Before repositories: its {repository:path} routes would swallow these paths.
     api.include_router(permissions.router)
     api.include_router(logs.router)
