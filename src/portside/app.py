@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from portside.api.app import create_api
+from portside.api.errors import error_json
+from portside.api.health import ApiRequestMetrics, HealthEndpoints
+from portside.api.logs import export_service_for
+from portside.api.oauth import create_oauth
 from portside.api.signin import csrf_token
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
@@ -28,10 +34,17 @@ from portside.config import PortsideConfig
 from portside.db.engine import Database, create_db_engine
 from portside.registry.app import RegistryApp
 from portside.registry.context import RegistryContext
-from portside.services.audit import PullLogBuffer
+from portside.services.app_tokens import AppTokenService
+from portside.services.audit import LogBuffer
+from portside.services.autoprune import AutoPruneService
 from portside.services.blobs import BlobService
 from portside.services.catalog import CatalogService
+from portside.services.gc import garbage_collector_for
+from portside.services.log_exports import EXPORT_QUEUE
+from portside.services.login_audit import RegistryLoginAudit
 from portside.services.manifests import ManifestService
+from portside.services.queue import WorkQueue
+from portside.services.quotas import QuotaGuard
 from portside.services.repositories import RepositoryService
 from portside.services.sessions import SessionService
 from portside.services.uploads import UploadService
@@ -39,6 +52,7 @@ from portside.services.users import UserService
 from portside.storage.drivers import create_driver
 from portside.storage.placements import Placements
 from portside.workers.periodic import PeriodicJob, run_forever
+from portside.workers.queue_worker import QueueHandler, QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +107,20 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
                           lifetime_s=config.REGISTRY_JWT_EXPIRATION_S)
     tokens.load_keys()
     secret_box = secret_box_for(config.DATABASE_SECRET_KEY, config.DB_URI)
+    log_buffer = LogBuffer(db)
     registry = RegistryContext(
-        users=UserService(db, list(config.SUPER_USERS), secret_box),
+        users=UserService(
+            db, list(config.SUPER_USERS), secret_box,
+            app_tokens=config.FEATURE_APP_SPECIFIC_TOKENS,
+            require_encrypted_passwords=config.FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH,
+        ),
         repositories=RepositoryService(db, config.CREATE_PRIVATE_REPO_ON_PUSH),
         blobs=BlobService(db),
         uploads=UploadService(db, placements, config.maximum_layer_size_bytes),
-        manifests=ManifestService(db, config.maximum_manifest_size_bytes),
+        manifests=ManifestService(
+            db, config.maximum_manifest_size_bytes, placements,
+            quotas=(QuotaGuard(config.DEFAULT_SYSTEM_REJECT_QUOTA_BYTES)
+                    if config.FEATURE_QUOTA_MANAGEMENT else None)),
         catalog=CatalogService(db, policy),
         tokens=tokens,
         placements=placements,
@@ -113,17 +135,25 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
             READ_THREADS_SQLITE if db.is_sqlite else READ_THREADS_POSTGRESQL,
             thread_name_prefix="portside-read",
         ),
-        pull_log=PullLogBuffer(db),
+        pull_log=log_buffer,
+        login_audit=(RegistryLoginAudit(log_buffer) if config.ACTION_LOG_AUDIT_LOGINS
+                     else None),
     )
     return Services(config=config, db=db, registry=registry, sessions=SessionService(db),
                     secret_box=secret_box)
+
+
+def queue_handlers(services: Services) -> list[QueueHandler]:
+    """The work-queue consumers that run inside the server in the all-in-one mode."""
+    exports = export_service_for(services)
+    return [QueueHandler(EXPORT_QUEUE, exports.run, lease_s=300)]
 
 
 def background_jobs(services: Services) -> list[PeriodicJob]:
     """The housekeeping that runs inside the server in the all-in-one mode."""
     config = services.config
     uploads = services.registry.uploads
-    return [
+    jobs = [
         PeriodicJob("session-cleanup", 3600, services.sessions.purge_expired),
         PeriodicJob(
             "upload-cleanup",
@@ -131,6 +161,22 @@ def background_jobs(services: Services) -> list[PeriodicJob]:
             lambda: uploads.cleanup_expired(config.BLOB_UPLOAD_EXPIRATION_S),
         ),
     ]
+    if config.FEATURE_GARBAGE_COLLECTION and not config.read_only:
+        # Every process schedules it; a pass that finds another one running (advisory
+        # lock on PostgreSQL, a file lock beside the SQLite database) skips.
+        collector = garbage_collector_for(services)
+        jobs.append(PeriodicJob("garbage-collection", config.GARBAGE_COLLECTION_FREQUENCY,
+                                collector.run))
+    retention = config.expired_app_token_retention
+    if config.FEATURE_APP_SPECIFIC_TOKENS and retention is not None:
+        app_tokens = AppTokenService(services.db)
+        jobs.append(PeriodicJob("app-token-cleanup", 3600,
+                                lambda: app_tokens.purge_expired(retention)))
+    # Read-only mode: nothing that deletes registry content runs.
+    if config.FEATURE_AUTO_PRUNE and not config.read_only:
+        jobs.append(PeriodicJob("auto-prune", config.AUTO_PRUNE_INTERVAL_S,
+                                AutoPruneService(services.db).run_pass))
+    return jobs
 
 
 class PortsideApp:
@@ -149,6 +195,15 @@ class PortsideApp:
             await self._rest(scope, receive, send)
 
 
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    """404 from the outer router. A path holding a decoded newline (``%0A``) never
+    matches a mount's pattern, so even ``/api/v1/...`` can end up here: answer those in
+    the API's JSON error shape, like every other API error."""
+    if request.url.path.startswith("/api/"):
+        return error_json(404, "not_found", "Not Found")
+    return PlainTextResponse("Not Found", status_code=404)
+
+
 def create_app(config: PortsideConfig, migrate: bool = True,
                run_workers: bool = True) -> PortsideApp:
     """Build the ASGI application for ``config``."""
@@ -165,6 +220,8 @@ def create_app(config: PortsideConfig, migrate: bool = True,
         tasks = []
         if run_workers:
             tasks = [asyncio.create_task(run_forever(job)) for job in background_jobs(services)]
+            tasks.append(asyncio.create_task(
+                QueueWorker(WorkQueue(services.db), queue_handlers(services)).run()))
         # Pull entries are buffered in this process, so every process flushes its own.
         if services.registry.pull_log is not None:
             tasks.append(asyncio.create_task(services.registry.pull_log.run()))
@@ -175,17 +232,22 @@ def create_app(config: PortsideConfig, migrate: bool = True,
                 task.cancel()
             # Let the pull flusher write what it still holds before the engine goes.
             await asyncio.gather(*tasks, return_exceptions=True)
+            health.close()
             services.close()
 
-    registry = RegistryApp(services.registry)
+    registry = RegistryApp(services.registry, read_only=config.read_only)
+    health = HealthEndpoints(services)
     rest = Starlette(
         routes=[
             # "/v2" without the slash still reaches the registry's base endpoint.
             Mount("/v2", app=registry),
-            Mount("/api/v1", app=create_api(services)),
+            Mount("/api/v1", app=ApiRequestMetrics(create_api(services))),
             Route("/csrf_token", csrf_token, methods=["GET"]),
+            *health.routes(),
+            Mount("/oauth", app=create_oauth(services)),
         ],
         lifespan=lifespan,
+        exception_handlers={404: _not_found},
     )
     rest.state.services = services  # for /csrf_token, read like the API's routes
     return PortsideApp(services, registry, rest)

@@ -48,6 +48,10 @@ PROFILES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "login-limit": ({"LOGIN_FAILURE_LIMIT": 3}, ("alice",)),
     # Quay's first-user bootstrap on an empty registry.
     "initialize": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_USER_INITIALIZE": True}, ()),
+    # Plain passwords refused on /v2; application-specific tokens expire after an hour.
+    "strict-credentials": ({"LOGIN_FAILURE_LIMIT": 0,
+                            "FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH": True,
+                            "APP_SPECIFIC_TOKEN_EXPIRATION": "1h"}, ("alice",)),
 }
 
 
@@ -216,6 +220,12 @@ def login_limit_registry(registries: RegistryPool) -> Iterator[Deployment]:
 def initialize_registry(registries: RegistryPool) -> Iterator[Deployment]:
     """An empty registry with ``FEATURE_USER_INITIALIZE: true``."""
     yield from _deployment(registries, "initialize")
+
+
+@pytest.fixture
+def strict_credentials_registry(registries: RegistryPool) -> Iterator[Deployment]:
+    """``FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH: true``, ``APP_SPECIFIC_TOKEN_EXPIRATION: 1h``."""
+    yield from _deployment(registries, "strict-credentials")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from functional.client import error_codes
 from functional.conftest import PASSWORDS, Deployment, unique_repo
-from portside.db.engine import create_db_engine
+from portside.db.engine import Database, create_db_engine
 from portside.db.models import AccessToken, User
 from portside.services.users import token_digest
 
@@ -20,14 +20,16 @@ def make_token(deployment: Deployment, username: str, scopes: str) -> str:
     """Store an access token with ``scopes`` for ``username`` directly in the database
     (the API that issues scoped tokens is not there yet)."""
     token = secrets.token_urlsafe(30)
-    engine = create_db_engine(deployment.registry.config["DB_URI"])
+    # Database.session() takes SQLite's write lock up front: a deferred transaction that
+    # reads first fails at once when the server's background writers hold the lock.
+    db = Database(create_db_engine(deployment.registry.config["DB_URI"]))
     try:
-        with engine.begin() as conn:
-            user_id = conn.execute(select(User.id).where(User.username == username)).scalar()
-            conn.execute(AccessToken.__table__.insert().values(
+        with db.session() as session:
+            user_id = session.scalar(select(User.id).where(User.username == username))
+            session.execute(AccessToken.__table__.insert().values(
                 user_id=user_id, token_hash=token_digest(token), scopes=scopes))
     finally:
-        engine.dispose()
+        db.dispose()
     return token
 
 

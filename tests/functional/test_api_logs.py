@@ -270,3 +270,63 @@ def test_user_robot_and_team_role_changes_are_recorded(registry: Deployment) -> 
     assert all(e["performer"]["name"] == "alice" for e in robots)
     assert [(e["kind"], e["metadata"].get("role")) for e in teams] == [
         ("org_set_team_role", "admin"), ("org_create_team", "member"), ("org_create", None)]
+
+
+def logins_of(client: httpx.Client, username: str, minimum: int,
+              timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """``/user/logs`` login entries naming ``username`` (newest first), once at least
+    ``minimum`` are there (registry logins are buffered and written each second)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e for e in client.get("/user/logs").json()["logs"]
+                 if e["kind"].startswith("login_") and e["metadata"].get("username") == username]
+        if len(found) >= minimum or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_v2_auth_token_requests_are_recorded(registry: Deployment) -> None:
+    short = f"loginbot{uuid.uuid4().hex[:8]}"
+    with api(registry, "alice") as client:
+        token = client.put(f"/user/robots/{short}").json()["token"]
+    robot = f"alice+{short}"
+    with httpx.Client(base_url=registry.url, headers={"User-Agent": "test-agent/1"}) as http:
+        params = {"service": "x", "scope": f"repository:alice/{short}:pull"}
+        assert http.get("/v2/auth", params=params, auth=(robot, token)).status_code == 200
+        assert http.get("/v2/auth", params=params, auth=(robot, token)).status_code == 200
+        assert http.get("/v2/auth", params=params, auth=(robot, "wrong")).status_code == 401
+        # Anonymous token requests present no credentials: nothing to record.
+        assert http.get("/v2/auth", params=params).status_code == 200
+    with api(registry, "alice") as client:
+        found = logins_of(client, robot, 3)
+    assert [e["kind"] for e in found] == ["login_failure", "login_success", "login_success"]
+    failure, success = found[0], found[1]
+    assert success["metadata"] == {"type": "v2auth", "kind": "robot", "username": robot,
+                                   "useragent": "test-agent/1"}
+    assert success["performer"]["name"] == robot and success["performer"]["is_robot"]
+    assert "performer" not in failure and failure["metadata"]["kind"] == "robot"
+    assert success["namespace"]["name"] == "alice"
+
+
+def test_basic_auth_logins_are_recorded_once_per_period(registry: Deployment) -> None:
+    short = f"basicbot{uuid.uuid4().hex[:8]}"
+    with api(registry, "alice") as client:
+        token = client.put(f"/user/robots/{short}").json()["token"]
+    robot = f"alice+{short}"
+    with httpx.Client(base_url=registry.url) as http:
+        for _ in range(5):
+            assert http.get("/v2/", auth=(robot, token)).status_code == 200
+        for _ in range(2):
+            assert http.get("/v2/", auth=(robot, "wrong-token")).status_code == 401
+    with api(registry, "alice") as client:
+        found = logins_of(client, robot, 3)
+        time.sleep(1.5)  # nothing more arrives with a later flush
+        again = logins_of(client, robot, 3)
+        aggregated = client.get("/user/aggregatelogs").json()["aggregated"]
+    assert [e["kind"] for e in found] == ["login_failure", "login_failure", "login_success"]
+    assert len(again) == 3
+    assert found[-1]["metadata"]["type"] == "v2auth"
+    # Aggregates count the login entries per day and kind like everything else.
+    counts = {a["kind"]: a["count"] for a in aggregated}
+    assert counts["login_success"] >= 1 and counts["login_failure"] >= 2
+    assert all(a["datetime"].endswith("00:00:00 -0000") for a in aggregated)

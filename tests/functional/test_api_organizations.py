@@ -175,8 +175,8 @@ def test_outsiders_get_403_and_unknown_organizations_404(registry: Deployment) -
             api(registry) as anonymous:
         name = create_org(alice)
         path = f"/organization/{name}"
-        assert anonymous.get(path).status_code == 401
-        for method, url, body in (("GET", path, None), ("PUT", path, {}),
+        assert anonymous.put(path, json={}).status_code == 401
+        for method, url, body in (("PUT", path, {}), ("PUT", path, {"tag_expiration_s": 60}),
                                   ("DELETE", path, None), ("GET", f"{path}/members", None)):
             response = bob.request(method, url, json=body)
             assert response.status_code == 403, (method, url, response.text)
@@ -208,12 +208,16 @@ def test_update_validates_and_only_admins_may(registry: Deployment) -> None:
     with api(registry, "alice") as alice:
         name = create_org(alice)
         response = alice.put(f"/organization/{name}",
-                             json={"email": "new@x.io", "tag_expiration_s": 3600,
-                                   "invoice_email": True})
+                             json={"email": f"new-{name}@x.io", "invoice_email": True})
         assert response.status_code == 200, response.text
+        assert response.json()["email"] == f"new-{name}@x.io"
         assert response.json()["name"] == name and response.json()["is_admin"] is True
         bad = alice.put(f"/organization/{name}", json={"tag_expiration_s": -1})
         assert bad.status_code == 400
+        # Only the windows of TAG_EXPIRATION_OPTIONS may be chosen.
+        unsupported = alice.put(f"/organization/{name}", json={"tag_expiration_s": 3600})
+        assert unsupported.status_code == 400
+        assert "tag expiration option" in unsupported.json()["error_message"]
     with api(registry, "alice", "user:read") as reader:
         assert reader.get(f"/organization/{name}").status_code == 200
         assert reader.put(f"/organization/{name}", json={}).status_code == 403
@@ -255,7 +259,8 @@ def test_superusers_administer_any_organization(registry: Deployment) -> None:
         assert superuser.get(f"/organization/{name}/members").status_code == 200
     # Without super:user the token is that of an ordinary outsider.
     with api(registry, root, "org:admin") as plain:
-        assert plain.get(f"/organization/{name}").status_code == 403
+        assert plain.get(f"/organization/{name}").json()["is_admin"] is False
+        assert plain.put(f"/organization/{name}", json={}).status_code == 403
     # Superuser powers still need org:admin for administration.
     with api(registry, root, "super:user user:read") as no_admin:
         assert no_admin.put(f"/organization/{name}/team/ops2",
@@ -309,3 +314,66 @@ def test_views_count_repository_grants(registry: Deployment) -> None:
         members = alice.get(f"/organization/{name}/members").json()["members"]
         assert {m["name"]: m["repositories"] for m in members} == {
             "alice": [], "bob": ["app"]}
+
+
+def test_outsiders_and_anonymous_callers_get_the_reduced_view(registry: Deployment) -> None:
+    with api(registry, "alice") as alice, api(registry, "bob") as bob, \
+            api(registry) as anonymous, api(registry, "alice", "repo:read") as unscoped:
+        name = create_org(alice)
+        for client in (bob, anonymous, unscoped):
+            response = client.get(f"/organization/{name}")
+            assert response.status_code == 200, response.text
+            view = response.json()
+            assert view == {"name": name, "email": "", "avatar": view["avatar"],
+                            "is_admin": False, "is_member": False}
+            assert view["avatar"]["name"] == name
+            assert client.get("/organization/no-such-org").status_code == 404
+        full = alice.get(f"/organization/{name}").json()
+        assert full["email"] == f"{name}@x.io" and full["ordered_teams"] == ["owners"]
+        assert full["tag_expiration_s"] == 14 * 24 * 3600
+
+
+def test_organization_email_is_stored_validated_and_unique(registry: Deployment) -> None:
+    with api(registry, "alice") as alice:
+        name = create_org(alice)
+        other = unique_org()
+        CREATED.add(other)
+        for email in ("not-an-email", "a@b", "two@@x.io", "sp ace@x.io", "x" * 251 + "@x.io"):
+            response = alice.post("/organization/", json={"name": other, "email": email})
+            assert response.status_code == 400, (email, response.text)
+            assert alice.put(f"/organization/{name}", json={"email": email}).status_code == 400
+        # Taken by another organization (in any case) or by a user.
+        taken = alice.post("/organization/", json={"name": other,
+                                                   "email": f"{name.upper()}@X.IO"})
+        assert taken.status_code == 400 and "already used" in taken.json()["error_message"]
+        db = in_db(registry)
+        try:
+            with db.session() as session:
+                bob = session.scalar(select(User).where(User.username == "bob"))
+                assert bob is not None
+                bob.email = f"bob-{name}@x.io"
+        finally:
+            db.dispose()
+        try:
+            assert alice.put(f"/organization/{name}", json={"email": f"bob-{name}@x.io"}
+                             ).status_code == 400
+        finally:
+            db = in_db(registry)
+            try:
+                with db.session() as session:
+                    bob = session.scalar(select(User).where(User.username == "bob"))
+                    assert bob is not None
+                    bob.email = None
+            finally:
+                db.dispose()
+        # Without an e-mail, and changing it later: administrators see it.
+        assert alice.post("/organization/", json={"name": other}).status_code == 201
+        assert alice.get(f"/organization/{other}").json()["email"] is None
+        changed = alice.put(f"/organization/{other}", json={"email": f"{other}@x.io"})
+        assert changed.status_code == 200 and changed.json()["email"] == f"{other}@x.io"
+        # Keeping its own address is not a conflict.
+        assert alice.put(f"/organization/{other}", json={"email": f"{other}@x.io"}
+                         ).status_code == 200
+        logs = alice.get(f"/organization/{other}/logs").json()["logs"]
+        assert [e["metadata"]["email"] for e in logs if e["kind"] == "org_change_email"] == [
+            f"{other}@x.io"]

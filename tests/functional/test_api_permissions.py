@@ -10,14 +10,13 @@ import uuid
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from functional.client import OCI_MANIFEST, RegistryClient
 from functional.conftest import Deployment
 from functional.test_api_auth import make_token
 from functional.test_api_repositories import api, create, short
 from functional.test_auth import access
-from portside.db.engine import create_db_engine
+from portside.db.engine import Database, create_db_engine
 from portside.db.models import Namespace, Team, TeamMember, User
 from portside.services.repositories import create_organization
 
@@ -31,13 +30,13 @@ def granted(client: RegistryClient, repo: str) -> list[str]:
 def add_robot(deployment: Deployment, owner: str) -> str:
     """Store a robot of ``owner``'s namespace (the robots API belongs elsewhere)."""
     name = f"{owner}+bot{uuid.uuid4().hex[:8]}"
-    engine = create_db_engine(deployment.registry.config["DB_URI"])
+    db = Database(create_db_engine(deployment.registry.config["DB_URI"]))
     try:
-        with Session(engine) as session, session.begin():
+        with db.session() as session:
             owner_id = session.scalar(select(Namespace.id).where(Namespace.name == owner))
             session.add(User(username=name, robot_owner_id=owner_id))
     finally:
-        engine.dispose()
+        db.dispose()
     return name
 
 
@@ -46,9 +45,9 @@ def add_organization(deployment: Deployment, admin: str,
     """Store an organization administered by ``admin`` with ``teams`` (name -> role,
     members), directly in the database (the organizations API belongs elsewhere)."""
     name = f"org{uuid.uuid4().hex[:10]}"
-    engine = create_db_engine(deployment.registry.config["DB_URI"])
+    db = Database(create_db_engine(deployment.registry.config["DB_URI"]))
     try:
-        with Session(engine) as session, session.begin():
+        with db.session() as session:
             users = {username: user_id for username, user_id
                      in session.execute(select(User.username, User.id))}
             org = create_organization(session, name, users[admin])
@@ -59,7 +58,7 @@ def add_organization(deployment: Deployment, admin: str,
                 session.add_all(TeamMember(team_id=team.id, user_id=users[m])
                                 for m in members)
     finally:
-        engine.dispose()
+        db.dispose()
     return name
 
 

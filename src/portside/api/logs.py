@@ -1,18 +1,21 @@
 """Quay's usage logs: ``/repository/{repo}/logs``, ``/organization/{org}/logs``,
-``/user/logs`` and their ``aggregatelogs`` counterparts.
-
-``exportlogs`` (a background export to a file) is not implemented.
+``/user/logs``, their ``aggregatelogs`` and ``exportlogs`` counterparts, and
+``/exportedlogs/{export_id}`` (a Portside extension: an export's status, then its file).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from portside.api.auth import Caller, get_caller, require_scope, services_of
 from portside.api.errors import ApiError
@@ -20,6 +23,11 @@ from portside.api.repositories import split_repository
 from portside.api.robots import format_date
 from portside.api.user import avatar
 from portside.services.audit import AuditLogService, LogAccessError, LogScope, LogView
+from portside.services.log_exports import LogExportService
+from portside.services.mailer import Mailer
+
+if TYPE_CHECKING:
+    from portside.app import Services
 
 router = APIRouter()
 
@@ -182,3 +190,86 @@ async def user_aggregate_logs(request: Request, starttime: str | None = None,
     """Entry counts per day and kind for the caller's namespace."""
     scope = await _user_scope(request, caller)
     return await _aggregate(request, scope, starttime, endtime, performer)
+
+
+# --- exports ---------------------------------------------------------------------------
+
+
+class ExportRequest(BaseModel):
+    """Quay's ``exportlogs`` body: where to say that the export is ready."""
+
+    callback_url: str | None = Field(default=None, max_length=2048,
+                                     description="URL that gets a POST when done.")
+    callback_email: str | None = Field(default=None, max_length=255,
+                                       description="Address that gets an e-mail when done.")
+
+
+def export_service_for(services: Services) -> LogExportService:
+    """The log export service of an app (used by the API and the queue worker)."""
+    return LogExportService(
+        services.db, services.registry.placements,
+        AuditLogService(services.db, services.registry.policy), entry_json,
+        Mailer.from_config(services.config), services.config.server_url,
+    )
+
+
+async def _export(request: Request, caller: Caller, scope: LogScope, starttime: str | None,
+                  endtime: str | None, body: ExportRequest | None) -> dict[str, Any]:
+    start, end = time_range(starttime, endtime)
+    body = body or ExportRequest()
+    service = export_service_for(services_of(request))
+    export_id = await run(functools.partial(
+        service.request, caller.subject, scope, start, end, body.callback_url,
+        body.callback_email))
+    return {"export_id": export_id}
+
+
+@router.post("/repository/{repository:path}/exportlogs")
+async def repository_export_logs(request: Request, repository: str,
+                                 body: ExportRequest | None = None,
+                                 starttime: str | None = None, endtime: str | None = None,
+                                 caller: Caller = Depends(get_caller)) -> dict[str, Any]:
+    """Export a repository's logs to a file in the background (needs admin on it)."""
+    scope = await _repository_scope(request, caller, repository)
+    return await _export(request, caller, scope, starttime, endtime, body)
+
+
+@router.post("/organization/{org}/exportlogs")
+async def organization_export_logs(request: Request, org: str,
+                                   body: ExportRequest | None = None,
+                                   starttime: str | None = None, endtime: str | None = None,
+                                   caller: Caller = Depends(get_caller)) -> dict[str, Any]:
+    """Export an organization's logs to a file in the background."""
+    scope = await _organization_scope(request, caller, org)
+    return await _export(request, caller, scope, starttime, endtime, body)
+
+
+@router.post("/user/exportlogs")
+async def user_export_logs(request: Request, body: ExportRequest | None = None,
+                           starttime: str | None = None, endtime: str | None = None,
+                           caller: Caller = Depends(get_caller)) -> dict[str, Any]:
+    """Export the caller's own namespace's logs to a file in the background."""
+    scope = await _user_scope(request, caller)
+    return await _export(request, caller, scope, starttime, endtime, body)
+
+
+@router.get("/exportedlogs/{export_id}")
+async def exported_logs(request: Request, export_id: str,
+                        caller: Caller = Depends(get_caller)) -> Response:
+    """An export's status while it is queued, running or failed; its JSON file once
+    done. For the requester, the namespace's administrators and superusers (404 for
+    everyone else)."""
+    if caller.subject.anonymous:
+        raise ApiError(401, "invalid_token", "Requires authentication.")
+    service = export_service_for(services_of(request))
+    info = await run(functools.partial(service.status_for, caller.subject, export_id))
+    if info.status == "done":
+        chunks = await run(functools.partial(service.open, info))
+        return StreamingResponse(chunks, media_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="{info.id}.json"'})
+    body: dict[str, Any] = {"export_id": info.id, "status": info.status,
+                            "entries": info.entries, "error": info.error,
+                            "created": format_date(info.created_at)}
+    if info.completed_at is not None:
+        body["completed"] = format_date(info.completed_at)
+    return Response(json.dumps(body), media_type="application/json")

@@ -24,6 +24,7 @@ from portside.services.organizations import (
     OrganizationService,
     TeamInfo,
 )
+from portside.services.tag_history import WindowPolicy
 
 router = APIRouter()
 
@@ -36,12 +37,14 @@ class NewOrganization(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(description="Organization name.")
-    email: str | None = Field(default=None, description="Contact e-mail (not stored yet).")
+    email: str | None = Field(default=None,
+                              description="Contact e-mail (unique among users and orgs).")
     recaptcha_response: str | None = Field(default=None, description="Ignored.")
 
 
 class UpdateOrganization(BaseModel):
-    """Quay's ``UpdateOrg`` body: validated, but Portside has nowhere to store it yet."""
+    """Quay's ``UpdateOrg`` body. The e-mail is stored; the invoice settings (Quay's
+    billing) are accepted and ignored; ``tag_expiration_s`` sets the time-machine window."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -95,12 +98,14 @@ def team_view(team: TeamInfo) -> dict[str, Any]:
     }
 
 
-def organization_view(info: OrganizationInfo) -> dict[str, Any]:
-    """Quay's ``org_view``. The e-mail is not stored yet: ``None`` for admins, as for a
-    Quay organization created without one, and ``""`` for others, as Quay hides it."""
+def organization_view(info: OrganizationInfo,
+                      default_window_s: int = DEFAULT_TAG_EXPIRATION_S) -> dict[str, Any]:
+    """Quay's ``org_view``: administrators see the e-mail (``None`` if none was given)
+    and the settings; everyone else gets ``""`` for the e-mail, as Quay hides it, and
+    outsiders no teams."""
     view: dict[str, Any] = {
         "name": info.name,
-        "email": None if info.is_admin else "",
+        "email": info.email if info.is_admin else "",
         "avatar": avatar(info.name, "user"),
         "is_admin": info.is_admin,
         "is_member": info.is_member,
@@ -109,8 +114,11 @@ def organization_view(info: OrganizationInfo) -> dict[str, Any]:
         view["teams"] = {team.name: team_view(team) for team in info.teams}
         view["ordered_teams"] = [team.name for team in info.teams]
     if info.is_admin:
+        # No stored window means the registry's default, which Quay shows as a number.
+        expiration = (info.tag_expiration_s if info.tag_expiration_s is not None
+                      else default_window_s)
         view.update(invoice_email=False, invoice_email_address=None,
-                    tag_expiration_s=DEFAULT_TAG_EXPIRATION_S, is_free_account=True)
+                    tag_expiration_s=expiration, is_free_account=True)
     return view
 
 
@@ -122,27 +130,33 @@ async def create_organization(body: NewOrganization, request: Request,
     Like Quay, this needs a real user: tokens need the ``user:admin`` scope.
     """
     subject = require_scope(caller, "user:admin")
-    await call(organizations_of(request).create, subject, body.name)
+    await call(organizations_of(request).create, subject, body.name, body.email)
     return JSONResponse("Created", status_code=201)
 
 
 @router.get("/organization/{org}")
 async def get_organization(org: str, request: Request,
                            caller: Caller = Depends(get_caller)) -> dict[str, Any]:
-    """The organization with its teams (members, admins and superusers only)."""
-    info = await call(organizations_of(request).get, signed_in(caller), org)
-    return organization_view(info)
+    """The organization: with its teams for members, admins and superusers, and as
+    Quay's reduced view (name and avatar) for everyone else, anonymous callers too."""
+    info = await call(organizations_of(request).get, caller.subject, org)
+    view = organization_view(info, services_of(request).config.default_tag_expiration_s)
+    if info.is_admin or info.is_member:
+        from portside.api.quotas import organization_quota_fields  # avoids an import cycle
+
+        view.update(await organization_quota_fields(request, org))
+    return view
 
 
 @router.put("/organization/{org}")
 async def change_organization(org: str, body: UpdateOrganization, request: Request,
                               caller: Caller = Depends(get_caller)) -> dict[str, Any]:
-    """Quay's "change organization details" (admins only).
-
-    The settings are validated but not stored: the schema has no columns for them.
-    """
-    info = await call(organizations_of(request).update, signed_in(caller), org)
-    return organization_view(info)
+    """Quay's "change organization details" (admins only): the contact e-mail and the
+    time-machine window (``tag_expiration_s``, one of ``TAG_EXPIRATION_OPTIONS``)."""
+    config = services_of(request).config
+    info = await call(organizations_of(request).update, signed_in(caller), org, body.email,
+                      body.tag_expiration_s, WindowPolicy.from_config(config))
+    return organization_view(info, config.default_tag_expiration_s)
 
 
 @router.delete("/organization/{org}", status_code=204)

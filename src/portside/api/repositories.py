@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from portside.api.auth import Caller, get_caller, require_scope, services_of
 from portside.api.errors import ApiError
-from portside.api.user import DEFAULT_TAG_EXPIRATION_S
+from portside.api.quotas import repository_quota_fields
 from portside.services.repository_admin import (
     REPOSITORIES_PER_PAGE,
     Forbidden,
@@ -120,7 +120,7 @@ async def list_repositories(
                                           after=after, limit=limit))
     body: dict[str, Any] = {"repositories": [
         {"namespace": r.namespace, "name": r.name, "description": r.description,
-         "is_public": r.public, "kind": "image", "state": r.state, "is_starred": False}
+         "is_public": r.public, "kind": "image", "state": r.state, "is_starred": r.starred}
         for r in page
     ]}
     if following is not None:
@@ -158,19 +158,22 @@ async def get_repository(request: Request, repository: str,
     namespace, name = split_repository(repository)
     details = await run(admin_service(request).get, caller.subject, namespace, name)
     return {
+        # quota_report (the repository's size) with FEATURE_QUOTA_MANAGEMENT.
+        **await repository_quota_fields(request, details.namespace, details.name),
         "namespace": details.namespace,
         "name": details.name,
         "kind": "image",
         "description": details.description,
         "is_public": details.public,
         "is_organization": details.is_organization,
-        "is_starred": False,
+        "is_starred": details.starred,
         "status_token": "",
         "state": details.state,
         "can_write": details.can_write,
         "can_admin": details.can_admin,
         "trust_enabled": False,
-        "tag_expiration_s": DEFAULT_TAG_EXPIRATION_S,
+        "tag_expiration_s": (details.tag_expiration_s if details.tag_expiration_s is not None
+                             else services_of(request).config.default_tag_expiration_s),
         "tags": {
             tag.name: {
                 "name": tag.name,
@@ -178,6 +181,8 @@ async def get_repository(request: Request, repository: str,
                 "size": tag.size,
                 # Quay's date format (RFC 2822, UTC).
                 "last_modified": formatdate(tag.lifetime_start_ms / 1000),
+                **({"expiration": formatdate(tag.expiration_ms / 1000)}
+                   if tag.expiration_ms is not None else {}),
             }
             for tag in details.tags
         },

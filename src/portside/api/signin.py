@@ -69,19 +69,22 @@ async def signin(body: SigninRequest, request: Request) -> Response:
     if wait:
         raise ApiError(429, "too_many_requests",
                        f"Too many failed logins; try again in {wait} seconds.")
-    subject = await anyio.to_thread.run_sync(services.registry.users.authenticate,
+    # The password only: tokens and encrypted passwords are for registry logins.
+    subject = await anyio.to_thread.run_sync(services.registry.users.authenticate_password,
                                              body.username, body.password)
     # Robots log in to the registry only, never to the UI or the API.
     if subject is None or subject.user_id is None or is_robot_username(subject.username):
         limiter.record_failure(address)
-        await anyio.to_thread.run_sync(record_login, services.db, False, body.username[:255],
-                                       None, address)
+        if services.config.ACTION_LOG_AUDIT_LOGINS:
+            await anyio.to_thread.run_sync(record_login, services.db, False,
+                                           body.username[:255], None, address)
         body_json: dict[str, Any] = {"success": False, "invalidCredentials": True,
                                      "message": "Invalid Username or Password"}
         return JSONResponse(body_json, status_code=403)
     fresh = await anyio.to_thread.run_sync(services.sessions.sign_in, session, subject.user_id)
-    await anyio.to_thread.run_sync(record_login, services.db, True, body.username, subject,
-                                   address)
+    if services.config.ACTION_LOG_AUDIT_LOGINS:
+        await anyio.to_thread.run_sync(record_login, services.db, True, body.username,
+                                       subject, address)
     response = JSONResponse({"success": True})
     set_session_cookie(request, response, fresh)
     return response

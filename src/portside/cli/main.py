@@ -16,9 +16,11 @@ app = typer.Typer(help="Portside container registry.", no_args_is_help=True,
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+gc_app = typer.Typer(help="Garbage collection.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
+app.add_typer(gc_app, name="gc")
 
 ConfigOption = typer.Option(None, "--config", "-c",
                             help=f"config.yaml to use (default: ${CONFIG_ENV_VAR}, else built-in).")
@@ -77,6 +79,48 @@ def config_validate(path: Path = typer.Argument(..., help="The config.yaml to ch
     typer.echo(f"{path}: configuration is valid")
 
 
+#: Keys whose values ``config print`` never shows.
+_SECRET_KEYS = frozenset({"DATABASE_SECRET_KEY", "MAIL_PASSWORD", "SECRET_KEY"})
+_SECRET_SUFFIXES = ("PASSWORD", "SECRET", "SECRET_KEY", "ACCESS_KEY", "CREDENTIALS")
+_MASK = "********"
+
+
+def _masked(value: object, key: str = "") -> object:
+    """``value`` with secrets replaced: secret keys, nested password/secret fields and
+    the password in ``DB_URI``."""
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if value in (None, "") or isinstance(value, bool):
+        return value
+    if key in _SECRET_KEYS or key.upper().endswith(_SECRET_SUFFIXES):
+        return _MASK
+    if key == "DB_URI" and isinstance(value, str):
+        import re
+
+        return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\g<1>{_MASK}@", value)
+    return value
+
+
+@config_app.command("print")
+def config_print(config_path: Path | None = ConfigOption) -> None:
+    """Print the effective configuration (defaults included) as YAML, secrets masked."""
+    import yaml
+
+    config = _load(config_path)
+    typer.echo(yaml.safe_dump(_masked(config.model_dump(mode="json")), sort_keys=True),
+               nl=False)
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file."""
+    import json
+
+    typer.echo(json.dumps(PortsideConfig.model_json_schema(), indent=2, sort_keys=True))
+
+
 @user_app.command("create")
 def user_create(
     username: str = typer.Argument(..., help="The new user's name (also its namespace)."),
@@ -119,6 +163,33 @@ def db_upgrade(config_path: Path | None = ConfigOption) -> None:
     upgrade(engine)
     engine.dispose()
     typer.echo("database schema is up to date")
+
+
+@gc_app.command("run")
+def gc_run(
+    config_path: Path | None = ConfigOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run one garbage-collection pass now (safe while the registry serves)."""
+    import json
+
+    config = _load(config_path)
+    from portside.app import build_services
+    from portside.services.gc import garbage_collector_for
+
+    services = build_services(config, migrate=True)
+    try:
+        report = garbage_collector_for(services).run(dry_run=dry_run)
+    finally:
+        services.close()
+    if as_json:
+        typer.echo(json.dumps({**report.counters(), "skipped": report.skipped,
+                               "error": report.error}))
+    else:
+        typer.echo(report.summary())
+    if report.error or report.skipped:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from portside.config.durations import DURATION_PATTERN, parse_duration
 from portside.config.sizes import parse_size
 
 __all__ = [
@@ -142,6 +144,15 @@ def _validate_size(value: str) -> str:
     return value
 
 
+def _validate_duration(value: str) -> str:
+    parse_duration(value)  # raises ValueError with a one-line message
+    return value
+
+
+Duration = Annotated[StrictStr, AfterValidator(_validate_duration)]
+"""A Quay duration string such as ``90d`` (see :mod:`portside.config.durations`)."""
+
+
 def _check_storage_entry_shape(value: Any) -> Any:
     """Give a clear message when an entry is not ``[DriverName, {params}]``."""
     if isinstance(value, (list, tuple)):
@@ -240,6 +251,22 @@ class PortsideConfig(BaseModel):
         description=(
             "URL scheme clients use to reach the registry. Must be 'https' whenever TLS is "
             "used anywhere in front of Portside."
+        ),
+    )
+    REGISTRY_STATE: Literal["normal", "readonly"] = Field(
+        default="normal",
+        description=(
+            "'readonly' keeps serving pulls and reads but refuses every write: pushes, "
+            "deletes and mounts on /v2, and changes through /api/v1 (signing in and out "
+            "still work). Garbage collection and auto-prune do not run. For maintenance, "
+            "migrations and read-only replicas."
+        ),
+    )
+    DISABLE_PUSHES: StrictBool = Field(
+        default=False,
+        description=(
+            "Refuse all writes as with REGISTRY_STATE 'readonly' (pushes and other "
+            "changes); pulls and reads go on."
         ),
     )
 
@@ -346,6 +373,145 @@ class PortsideConfig(BaseModel):
             "while no user exists yet."
         ),
     )
+    FEATURE_APP_SPECIFIC_TOKENS: StrictBool = Field(
+        default=True,
+        description=(
+            "Let users create application-specific tokens (/api/v1/user/apptoken) and log "
+            "in to the registry with user name '$app' and such a token as the password."
+        ),
+    )
+    APP_SPECIFIC_TOKEN_EXPIRATION: Duration | None = Field(
+        default=None,
+        description=(
+            "Lifetime of new application-specific tokens, as a whole number and a unit "
+            "(s, m, h, d, w), e.g. '90d'. Unset (null): tokens never expire."
+        ),
+        json_schema_extra={"pattern": DURATION_PATTERN},
+    )
+    EXPIRED_APP_SPECIFIC_TOKEN_GC: Duration | None = Field(
+        default="1d",
+        description=(
+            "How long expired application-specific tokens stay listed before they are "
+            "deleted, in the same format as APP_SPECIFIC_TOKEN_EXPIRATION; null keeps "
+            "them forever."
+        ),
+        json_schema_extra={"pattern": DURATION_PATTERN},
+    )
+    FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH: StrictBool = Field(
+        default=False,
+        description=(
+            "Refuse plain user passwords on registry logins (/v2 Basic authentication and "
+            "/v2/auth). Encrypted passwords (POST /api/v1/user/clientkey), "
+            "application-specific tokens, robot tokens and API access tokens still work, "
+            "as does signing in to the API with the password."
+        ),
+    )
+
+    # --- Tag history and garbage collection ---------------------------------------------
+    DEFAULT_TAG_EXPIRATION: Duration = Field(
+        default="2w",
+        description=(
+            "The time-machine window of namespaces that chose none: how long a tag's "
+            "history (moved or deleted tags) is kept and can be restored. Must be one of "
+            "TAG_EXPIRATION_OPTIONS."
+        ),
+        json_schema_extra={"pattern": DURATION_PATTERN},
+    )
+    TAG_EXPIRATION_OPTIONS: list[Duration] = Field(
+        default=["0s", "1d", "1w", "2w", "4w"],
+        min_length=1,
+        description="The time-machine windows users may choose for their namespaces.",
+    )
+    FEATURE_CHANGE_TAG_EXPIRATION: StrictBool = Field(
+        default=True,
+        description=(
+            "Let users and organization admins choose their namespace's time-machine "
+            "window (tag_expiration_s) and set expirations on tags."
+        ),
+    )
+    FEATURE_GARBAGE_COLLECTION: StrictBool = Field(
+        default=True,
+        description=(
+            "Run online garbage collection: expired tags, history past the time-machine "
+            "window, unreferenced manifests and blobs, abandoned uploads and deleted "
+            "repositories and namespaces are removed while the registry serves."
+        ),
+    )
+    GARBAGE_COLLECTION_FREQUENCY: StrictInt = Field(
+        default=30, ge=1,
+        description="Seconds between garbage-collection passes.",
+    )
+    PUSH_TEMP_TAG_EXPIRATION_SEC: StrictInt = Field(
+        default=3600, ge=0,
+        description=(
+            "Grace period in seconds for content pushed without a tag (blobs uploaded "
+            "before their manifest, manifests pushed by digest): garbage collection "
+            "leaves it alone this long."
+        ),
+    )
+    FEATURE_AUTO_PRUNE: StrictBool = Field(
+        default=True,
+        description=(
+            "Auto-prune policies: namespace and repository policies that end tags beyond "
+            "a count or older than an age (the autoprunepolicy API and the pruning job)."
+        ),
+    )
+    AUTO_PRUNE_INTERVAL_S: StrictInt = Field(
+        default=300, ge=1,
+        description="Seconds between auto-prune passes (Portside-only key; at least 1).",
+    )
+
+    # --- Storage quotas ------------------------------------------------------------------
+    FEATURE_QUOTA_MANAGEMENT: StrictBool = Field(
+        default=False,
+        description=(
+            "Storage quotas per namespace: the quota API, usage reports in organization "
+            "and repository views, and pushes refused over a Reject limit."
+        ),
+    )
+    FEATURE_EDIT_QUOTA: StrictBool = Field(
+        default=True,
+        description=(
+            "With FEATURE_QUOTA_MANAGEMENT: the superuser quota paths and the quotas and "
+            "quota_report fields of organization views."
+        ),
+    )
+    DEFAULT_SYSTEM_REJECT_QUOTA_BYTES: StrictInt = Field(
+        default=0, ge=0, le=2**63 - 1,
+        description=(
+            "With FEATURE_QUOTA_MANAGEMENT: pushes that would bring a namespace without a "
+            "quota over this many bytes are refused; 0 means no default limit."
+        ),
+    )
+
+    # --- Audit log and e-mail -----------------------------------------------------------
+    ACTION_LOG_AUDIT_LOGINS: StrictBool = Field(
+        default=True,
+        description=(
+            "Record logins (UI sign-ins, /v2/auth token requests and Basic-auth logins to "
+            "the registry, successful or not) in the audit log as login_success and "
+            "login_failure."
+        ),
+    )
+    FEATURE_MAILING: StrictBool = Field(
+        default=False,
+        description="Send e-mail (e.g. log export notices); needs MAIL_SERVER.",
+    )
+    MAIL_SERVER: StrictStr = Field(
+        default="", description="SMTP server host name used when FEATURE_MAILING is on."
+    )
+    MAIL_PORT: StrictInt = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    MAIL_USE_TLS: StrictBool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS."
+    )
+    MAIL_USE_AUTH: StrictBool = Field(
+        default=False, description="Log in to the SMTP server with MAIL_USERNAME/MAIL_PASSWORD."
+    )
+    MAIL_USERNAME: StrictStr = Field(default="", description="SMTP user name.")
+    MAIL_PASSWORD: StrictStr = Field(default="", description="SMTP password.")
+    MAIL_DEFAULT_SENDER: StrictStr = Field(
+        default="admin@example.com", description="The From address of e-mail sent."
+    )
 
     # --- Portside-only keys ---------------------------------------------------------------
     MAXIMUM_MANIFEST_SIZE: Annotated[StrictStr, AfterValidator(_validate_size)] = Field(
@@ -368,6 +534,14 @@ class PortsideConfig(BaseModel):
         ge=1,
         description=(
             "Seconds between runs of the abandoned-upload cleanup (Portside-only key; at least 1)."
+        ),
+    )
+    METRICS_DATABASE_CACHE_S: StrictInt = Field(
+        default=30,
+        ge=0,
+        description=(
+            "Seconds /metrics reuses the figures it reads from the database (row counts, "
+            "queue depth, garbage collection) (Portside-only key; 0 reads on every scrape)."
         ),
     )
     REGISTRY_JWT_EXPIRATION_S: StrictInt = Field(
@@ -447,6 +621,15 @@ class PortsideConfig(BaseModel):
     def _check_default_locations(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return _check_location_names(value, info, allow_empty=True)
 
+    @model_validator(mode="after")
+    def _default_expiration_is_an_option(self) -> PortsideConfig:
+        if self.DEFAULT_TAG_EXPIRATION not in self.TAG_EXPIRATION_OPTIONS:
+            raise ValueError(
+                f"DEFAULT_TAG_EXPIRATION {self.DEFAULT_TAG_EXPIRATION!r} must be one of "
+                f"TAG_EXPIRATION_OPTIONS {self.TAG_EXPIRATION_OPTIONS}"
+            )
+        return self
+
     # --- Derived values -----------------------------------------------------------------
 
     @property
@@ -456,6 +639,11 @@ class PortsideConfig(BaseModel):
         if sep and scheme.lower() in POSTGRES_SCHEMES:
             return f"postgresql+psycopg://{rest}"
         return self.DB_URI
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (``REGISTRY_STATE: readonly`` or ``DISABLE_PUSHES``)."""
+        return self.REGISTRY_STATE == "readonly" or self.DISABLE_PUSHES
 
     @property
     def is_sqlite(self) -> bool:
@@ -486,3 +674,25 @@ class PortsideConfig(BaseModel):
     def blob_proxy_chunk_size_bytes(self) -> int:
         """``BLOB_PROXY_CHUNK_SIZE`` in bytes."""
         return parse_size(self.BLOB_PROXY_CHUNK_SIZE)
+
+    @property
+    def default_tag_expiration_s(self) -> int:
+        """``DEFAULT_TAG_EXPIRATION`` in seconds."""
+        return int(parse_duration(self.DEFAULT_TAG_EXPIRATION).total_seconds())
+
+    @property
+    def tag_expiration_options_s(self) -> list[int]:
+        """``TAG_EXPIRATION_OPTIONS`` in seconds."""
+        return [int(parse_duration(v).total_seconds()) for v in self.TAG_EXPIRATION_OPTIONS]
+
+    @property
+    def app_token_lifetime(self) -> timedelta | None:
+        """``APP_SPECIFIC_TOKEN_EXPIRATION`` as a duration (``None``: never expire)."""
+        value = self.APP_SPECIFIC_TOKEN_EXPIRATION
+        return parse_duration(value) if value is not None else None
+
+    @property
+    def expired_app_token_retention(self) -> timedelta | None:
+        """``EXPIRED_APP_SPECIFIC_TOKEN_GC`` as a duration (``None``: keep them)."""
+        value = self.EXPIRED_APP_SPECIFIC_TOKEN_GC
+        return parse_duration(value) if value is not None else None

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,6 +69,14 @@ class Namespace(Base):
     kind: Mapped[str] = mapped_column(String(16), default="user")
     #: For organizations created on push: the user who created it (administers it).
     created_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: For organizations: the contact e-mail (users keep theirs on the user row).
+    email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: The namespace's time-machine window in seconds (Quay's ``tag_expiration_s``);
+    #: ``None`` means the registry's ``DEFAULT_TAG_EXPIRATION``.
+    tag_expiration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Set when the namespace was deleted: it is renamed out of the way at once and its
+    #: content is purged by garbage collection.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -116,6 +125,9 @@ class Repository(Base):
     #: Free text (Markdown in Quay's UI).
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Set when the repository was deleted: it is renamed out of the way at once and its
+    #: content is purged by garbage collection.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Blob(Base):
@@ -212,6 +224,13 @@ class Tag(Base):
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"))
     lifetime_start_ms: Mapped[int] = mapped_column(BigInteger)
     lifetime_end_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: For an active tag: when it expires (ms since the epoch). From then on it is no
+    #: longer served, and garbage collection ends the row at that time.
+    expiration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: An immutable tag cannot be moved, deleted, pruned or expired.
+    immutable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The row was made by restoring an earlier tag (Quay's ``reversion``).
+    reversion: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class BlobUpload(Base):
@@ -302,6 +321,10 @@ class AccessToken(Base):
     scopes: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The OAuth application the token was issued through, if any.
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("oauth_application.id", ondelete="CASCADE"), nullable=True, index=True
+    )
 
 
 class UserSession(Base):
@@ -349,3 +372,253 @@ class LogEntry(Base):
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PermissionPrototype(Base):
+    """An organization's default permission (Quay's "prototype"): when a repository is
+    created in the organization (by ``activating_user``, or by anyone when it is unset),
+    the delegate user, robot or team gets ``role`` on it."""
+
+    __tablename__ = "permission_prototype"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The identifier shown by the API.
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), index=True
+    )
+    activating_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), nullable=True
+    )
+    delegate_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), nullable=True
+    )
+    delegate_team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("team.id", ondelete="CASCADE"), nullable=True
+    )
+    #: ``read`` < ``write`` < ``admin``.
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class AppSpecificToken(Base):
+    """An application-specific password (Quay's ``$app`` token) for CLI logins.
+
+    The token's first characters (``token_prefix``) find the row; only a hash of the
+    whole token is stored.
+    """
+
+    __tablename__ = "app_specific_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(255))
+    token_prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_accessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+
+
+class RepositoryStar(Base):
+    """A user's star on a repository."""
+
+    __tablename__ = "repository_star"
+    __table_args__ = (Index("ix_repository_star_repository_id", "repository_id"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ManifestLabel(Base):
+    """A key/value label on a manifest: from the image config (``manifest``), set through
+    the API (``api``) or by Portside itself (``internal``)."""
+
+    __tablename__ = "manifest_label"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifest.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)
+    #: ``text/plain`` or ``application/json``.
+    media_type: Mapped[str] = mapped_column(String(64), default="text/plain")
+    source_type: Mapped[str] = mapped_column(String(16), default="api")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OAuthApplication(Base):
+    """An organization's OAuth application, through which API access tokens are issued."""
+
+    __tablename__ = "oauth_application"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Encrypted with the database secret key (the API shows it to org admins).
+    client_secret_encrypted: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    application_uri: Mapped[str] = mapped_column(String(1024), default="")
+    redirect_uri: Mapped[str] = mapped_column(String(1024), default="")
+    avatar_email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QueueItem(Base):
+    """A unit of background work. Workers claim an item by setting a lease
+    (``processing_expires``); a failed item is retried after a backoff until
+    ``retries_remaining`` runs out, then kept with state ``dead`` for operators."""
+
+    __tablename__ = "queue_item"
+    __table_args__ = (
+        Index("ix_queue_item_queue_name_state_available_after",
+              "queue_name", "state", "available_after"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    queue_name: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: ``queued`` or ``dead``; finished items are deleted.
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    available_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processing_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                nullable=True)
+    retries_remaining: Mapped[int] = mapped_column(Integer, default=5)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LogExport(Base):
+    """A requested export of audit log entries to a JSON file (Quay's ``exportlogs``)."""
+
+    __tablename__ = "log_export"
+
+    #: The ``export_id`` the API returns.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    namespace_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    repository_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requested_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    callback_email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: ``queued``, ``running``, ``done`` or ``failed``.
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Where the finished file is kept (a storage path).
+    storage_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    entries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+
+
+class NamespaceQuota(Base):
+    """A namespace's storage quota: a byte limit and thresholds (:class:`QuotaLimit`).
+
+    Usage is never stored: it is computed from the unique blobs the namespace's
+    manifests reference, so it cannot drift.
+    """
+
+    __tablename__ = "namespace_quota"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), unique=True
+    )
+    limit_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QuotaLimit(Base):
+    """A threshold of a quota: ``Warning`` (notify) or ``Reject`` (refuse pushes), as a
+    percentage of the quota's byte limit."""
+
+    __tablename__ = "quota_limit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    quota_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace_quota.id", ondelete="CASCADE"), index=True
+    )
+    #: ``Warning`` or ``Reject`` (Quay's limit types).
+    kind: Mapped[str] = mapped_column(String(16))
+    threshold_percent: Mapped[int] = mapped_column(Integer)
+
+
+class AutoPrunePolicy(Base):
+    """An auto-prune policy of a namespace, or of one repository when ``repository_id``
+    is set: keep the newest N tags (``number_of_tags``) or remove tags older than a
+    duration (``creation_date``), optionally only tags matching (or not matching) a
+    pattern."""
+
+    __tablename__ = "autoprune_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), index=True
+    )
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    #: ``number_of_tags`` or ``creation_date``.
+    method: Mapped[str] = mapped_column(String(32))
+    #: A tag count, or a duration such as ``2w``.
+    value: Mapped[str] = mapped_column(String(64))
+    #: A regular expression on tag names; ``None`` applies to every tag.
+    tag_pattern: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Apply to tags that match the pattern (``True``) or to those that don't.
+    tag_pattern_matches: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImmutabilityPolicy(Base):
+    """Makes tags immutable by name pattern, in a namespace or one repository."""
+
+    __tablename__ = "immutability_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), index=True
+    )
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    #: A regular expression on tag names.
+    tag_pattern: Mapped[str] = mapped_column(String(255))
+    #: Tags that match the pattern are immutable (``True``), or those that don't.
+    tag_pattern_matches: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GcRun(Base):
+    """What one garbage-collection pass did (or, for a dry run, would do)."""
+
+    __tablename__ = "gc_run"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                         nullable=True)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags_expired: Mapped[int] = mapped_column(Integer, default=0)
+    manifests_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    blobs_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_reclaimed: Mapped[int] = mapped_column(BigInteger, default=0)
+    uploads_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    repositories_purged: Mapped[int] = mapped_column(Integer, default=0)
+    namespaces_purged: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -24,7 +24,9 @@ from portside.auth.tokens import InvalidToken, TokenGrant
 from portside.oci.names import InvalidName, validate_repository_name
 from portside.registry.context import RegistryContext
 from portside.services.errors import Denied, NameInvalid, TooManyRequests, Unauthorized
+from portside.services.metrics import auth_result
 from portside.services.repositories import Lookup, RepositoryRef
+from portside.services.users import PlainPasswordRefused
 
 T = TypeVar("T")
 
@@ -78,8 +80,26 @@ def decode_basic(header: str) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-async def check_basic(request: Request, ctx: RegistryContext, header: str) -> Subject:
-    """Authenticate Basic credentials, with brute-force protection."""
+def _audit_login(request: Request, ctx: RegistryContext, credentials: tuple[str, str] | None,
+                 subject: Subject | None, header: str, token_request: bool) -> None:
+    """Buffer the login's audit entry; a /v2 Basic login's success only once per
+    credential and period (see :mod:`portside.services.login_audit`)."""
+    if ctx.login_audit is None:
+        return
+    address, agent = client_address(request), request.headers.get("user-agent")
+    if subject is None:
+        ctx.login_audit.failure(credentials[0] if credentials else None, ip=address,
+                                user_agent=agent)
+    else:
+        ctx.login_audit.success(subject, credentials[0] if credentials else "", ip=address,
+                                user_agent=agent,
+                                dedupe_credential=None if token_request else header)
+
+
+async def check_basic(request: Request, ctx: RegistryContext, header: str, *,
+                      token_request: bool = False) -> Subject:
+    """Authenticate Basic credentials, with brute-force protection, and record the
+    login in the audit log (``token_request``: for ``/v2/auth``)."""
     address = client_address(request)
     wait = ctx.login_limiter.blocked_for(address)
     if wait:
@@ -89,15 +109,29 @@ async def check_basic(request: Request, ctx: RegistryContext, header: str) -> Su
     credentials = decode_basic(header)
     subject = None
     if credentials is not None:
-        subject = await anyio.to_thread.run_sync(ctx.users.authenticate, *credentials)
+        try:
+            subject = await anyio.to_thread.run_sync(ctx.users.authenticate, *credentials)
+        except PlainPasswordRefused as exc:
+            # Counted as a failure: the password was not checked, but guessing must
+            # stay rate-limited all the same.
+            ctx.login_limiter.record_failure(address)
+            _audit_login(request, ctx, credentials, None, header, token_request)
+            auth_result("basic", False)
+            raise Challenge(exc.message, challenge(request, ctx)) from None
     if subject is None:
         ctx.login_limiter.record_failure(address)
+        _audit_login(request, ctx, credentials, None, header, token_request)
+        auth_result("basic", False)
         raise Challenge("invalid username or password", challenge(request, ctx))
+    _audit_login(request, ctx, credentials, subject, header, token_request)
+    auth_result("basic", True)
     return subject
 
 
-async def authenticate(request: Request, ctx: RegistryContext) -> Identity:
-    """Identify the caller; raises :class:`Challenge` for bad credentials."""
+async def authenticate(request: Request, ctx: RegistryContext, *,
+                       token_request: bool = False) -> Identity:
+    """Identify the caller; raises :class:`Challenge` for bad credentials
+    (``token_request``: the caller is ``/v2/auth``, whose logins are all recorded)."""
     header = request.headers.get("authorization")
     if not header:
         return Identity(ANONYMOUS)
@@ -107,12 +141,15 @@ async def authenticate(request: Request, ctx: RegistryContext) -> Identity:
         try:
             grant = ctx.tokens.verify(token)
         except InvalidToken as exc:
+            auth_result("bearer", False)
             raise Challenge(f"invalid token: {exc}",
                             challenge(request, ctx, error="invalid_token")) from None
+        auth_result("bearer", True)
         subject = Subject(user_id=grant.user_id, username=grant.username)
         return Identity(subject, grant)
     if kind == "basic":
-        return Identity(await check_basic(request, ctx, header))
+        return Identity(await check_basic(request, ctx, header, token_request=token_request))
+    auth_result("other", False)
     raise Challenge("unsupported authorization scheme", challenge(request, ctx))
 
 

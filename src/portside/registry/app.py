@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -19,7 +20,14 @@ from portside.registry.access import Challenge, authenticate, challenge
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER, error_response
 from portside.registry.handlers import blobs, listings, manifests, token, uploads
-from portside.services.errors import NameInvalid, RegistryError, TooManyRequests, Unsupported
+from portside.services.errors import (
+    NameInvalid,
+    ReadOnlyMode,
+    RegistryError,
+    TooManyRequests,
+    Unsupported,
+)
+from portside.services.metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,24 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), {"GET": listings.list_tags}),
     (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<ref>[^/]+)$"), {"GET": listings.referrers}),
 ]
+
+
+#: Route templates for the request metrics, by handler.
+_MANIFEST_ROUTE = "/v2/{name}/manifests/{reference}"
+_UPLOAD_ROUTE = "/v2/{name}/blobs/uploads/{uuid}"
+_BLOB_ROUTE = "/v2/{name}/blobs/{digest}"
+_ROUTE_TEMPLATES: dict[Handler, str] = {
+    manifests.get_manifest: _MANIFEST_ROUTE, manifests.put_manifest: _MANIFEST_ROUTE,
+    manifests.delete_manifest: _MANIFEST_ROUTE,
+    uploads.start_upload: "/v2/{name}/blobs/uploads/",
+    uploads.patch_upload: _UPLOAD_ROUTE, uploads.put_upload: _UPLOAD_ROUTE,
+    uploads.get_upload: _UPLOAD_ROUTE, uploads.cancel_upload: _UPLOAD_ROUTE,
+    blobs.get_blob: _BLOB_ROUTE, blobs.head_blob: _BLOB_ROUTE, blobs.delete_blob: _BLOB_ROUTE,
+    listings.list_tags: "/v2/{name}/tags/list",
+    listings.referrers: "/v2/{name}/referrers/{digest}",
+    listings.catalog: "/v2/_catalog",
+    token.issue_token: "/v2/auth", token.issue_token_oauth: "/v2/auth",
+}
 
 
 async def _base(request: Request, ctx: RegistryContext) -> Response:
@@ -87,6 +113,13 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+#: Methods that change content; ``POST /v2/auth`` only issues tokens and stays open.
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+READ_ONLY_MESSAGE = ("System is currently read-only. Pulls will succeed but all write "
+                     "operations are currently suspended.")
+
+
 class _BodyTracker:
     """Wraps ``receive`` to learn whether the request body was read to its end."""
 
@@ -104,15 +137,24 @@ class _BodyTracker:
 class RegistryApp:
     """The ASGI application serving ``/v2``."""
 
-    def __init__(self, ctx: RegistryContext) -> None:
+    def __init__(self, ctx: RegistryContext, read_only: bool = False) -> None:
         self.ctx = ctx
+        #: ``REGISTRY_STATE: readonly`` or ``DISABLE_PUSHES``: refuse every write.
+        self.read_only = read_only
+        self._metrics = RequestMetrics("v2")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        route = "unmatched"
         tracker = _BodyTracker(receive) if _has_body(scope) else None
         request = Request(scope, tracker or receive)
         method = request.method
         try:
             handler, args = _resolve(scope["path"], method)
+            route = _ROUTE_TEMPLATES.get(handler, "/v2/")
+            if (self.read_only and method in _WRITE_METHODS
+                    and handler is not token.issue_token_oauth):
+                raise ReadOnlyMode(READ_ONLY_MESSAGE)
             response = await handler(request, self.ctx, *args)
         except Challenge as exc:
             response = error_response(exc, head=method == "HEAD",
@@ -132,3 +174,5 @@ class RegistryApp:
             # so this connection cannot carry another request.
             response.headers["Connection"] = "close"
         await response(scope, receive, send)
+        self._metrics.observe(route, method, response.status_code,
+                              time.perf_counter() - start)

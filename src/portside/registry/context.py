@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
 from portside.auth.tokens import TokenService
-from portside.services.audit import PullLogBuffer
+from portside.services.audit import LogBuffer
 from portside.services.blobs import BlobService
 from portside.services.catalog import CatalogService
+from portside.services.login_audit import RegistryLoginAudit
 from portside.services.manifests import ManifestService
 from portside.services.repositories import RepositoryService
 from portside.services.uploads import UploadService
@@ -41,5 +42,9 @@ class RegistryContext:
     #: the general pool where storage calls and hashing may take long. Few threads mean
     #: fewer hand-offs of the interpreter lock per request.
     read_executor: ThreadPoolExecutor
-    #: Buffers ``pull_repo`` audit entries (``None``: pulls are not logged).
-    pull_log: PullLogBuffer | None = None
+    #: Buffers audit entries written off the request path: ``pull_repo`` and registry
+    #: logins (``None``: pulls are not logged).
+    pull_log: LogBuffer | None = None
+    #: Records ``/v2/auth`` and Basic-auth logins (``None``: ``ACTION_LOG_AUDIT_LOGINS``
+    #: is off).
+    login_audit: RegistryLoginAudit | None = None

@@ -25,6 +25,8 @@ _STATUS: dict[type[e.RegistryError], int] = {
     e.TooLarge: 413,
     e.SizeInvalid: 400,
     e.Unauthorized: 401,
+    # Quay answers writes in read-only mode with 405 and the DENIED code.
+    e.ReadOnlyMode: 405,
     e.Denied: 403,
     e.UnsupportedMediaType: 415,
     e.InUse: 409,

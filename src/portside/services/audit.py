@@ -3,7 +3,8 @@
 Changes are recorded with :func:`record` on the *caller's* session, so an entry commits
 or rolls back together with the change it describes: a rejected manifest leaves no
 ``push_repo`` entry behind. Pulls are not transactions and are the hottest path, so
-they go through :class:`PullLogBuffer` instead (see its docstring for what that costs).
+they go through :class:`LogBuffer` instead (see its docstring for what that costs), as do
+registry logins (see :mod:`portside.services.login_audit`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import binascii
 import dataclasses
 import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import insert, select
+from sqlalchemy import Date, cast, func, insert, select
 from sqlalchemy.orm import Session
 
 from portside.auth.permissions import (
@@ -137,29 +138,37 @@ def record_login(db: Database, success: bool, username: str, performer: Subject 
 
 
 @dataclass(frozen=True)
-class _Pull:
-    repository_id: int
+class _Buffered:
+    kind: str
+    repository_id: int | None
+    namespace_id: int | None
+    #: File the entry under this user's namespace (a robot's: its owner's) at flush.
+    namespace_of_user: str | None
     performer_id: int | None
     ip: str | None
     metadata: dict[str, Any]
     created_at: datetime
 
 
-class PullLogBuffer:
-    """Collects ``pull_repo`` entries in memory and writes them in one insert per flush.
+class LogBuffer:
+    """Collects audit entries written off the request path (``pull_repo``, registry
+    ``login_success``/``login_failure``) and writes them in one insert per flush.
 
-    A pull costs an append to a deque (no database round trip in the request). The
-    flusher (:meth:`run`, started in the app's lifespan) writes the buffer at most once
-    a second. **Up to a second of pull entries (or everything buffered, if the database
-    is unreachable) is lost when the process crashes**; that is the price of keeping the
-    hottest path free of writes. The buffer is bounded: beyond ``max_size`` pending
-    entries the oldest are dropped (and counted in :attr:`dropped`) rather than letting
-    an unreachable database exhaust memory.
+    Adding an entry costs an append to a deque (no database round trip in the request).
+    The flusher (:meth:`run`, started in the app's lifespan) writes the buffer at most
+    once a second. **Up to a second of buffered entries (or everything buffered, if the
+    database is unreachable) is lost when the process crashes**; that is the price of
+    keeping the hottest paths free of writes. The buffer is bounded: beyond ``max_size``
+    pending entries the oldest are dropped (and counted in :attr:`dropped`) rather than
+    letting an unreachable database exhaust memory.
+
+    Namespaces may be resolved at flush time, in one query per batch: from the
+    repository (pulls) or from a user name (logins).
     """
 
     def __init__(self, db: Database, max_size: int = 10_000, interval_s: float = 1.0) -> None:
         self._db = db
-        self._pending: deque[_Pull] = deque(maxlen=max_size)
+        self._pending: deque[_Buffered] = deque(maxlen=max_size)
         self._lock = threading.Lock()
         self.interval_s = interval_s
         self.dropped = 0
@@ -167,15 +176,27 @@ class PullLogBuffer:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, repository_id: int, performer: Subject | None, ip: str | None,
-            metadata: dict[str, Any]) -> None:
-        """Queue one pull (thread-safe, no I/O)."""
-        entry = _Pull(repository_id, performer.user_id if performer else None, ip, metadata,
-                      utcnow())
+    def add_entry(self, kind: str, *, performer: Subject | None, ip: str | None,
+                  metadata: dict[str, Any], repository_id: int | None = None,
+                  namespace_id: int | None = None,
+                  namespace_of_user: str | None = None) -> None:
+        """Queue one entry of any kind (thread-safe, no I/O).
+
+        Without ``namespace_id``, the namespace is looked up at flush time from
+        ``repository_id`` or else from ``namespace_of_user``.
+        """
+        entry = _Buffered(kind, repository_id, namespace_id, namespace_of_user,
+                          performer.user_id if performer else None, ip, metadata, utcnow())
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 self.dropped += 1
             self._pending.append(entry)
+
+    def add(self, repository_id: int, performer: Subject | None, ip: str | None,
+            metadata: dict[str, Any]) -> None:
+        """Queue one ``pull_repo`` entry (thread-safe, no I/O)."""
+        self.add_entry("pull_repo", performer=performer, ip=ip, metadata=metadata,
+                       repository_id=repository_id)
 
     def flush(self) -> int:
         """Write everything queued in one transaction; returns the number written.
@@ -189,21 +210,33 @@ class PullLogBuffer:
             return 0
         try:
             with self._db.session() as session:
-                # One query resolves the namespaces; pulls of repositories deleted since
-                # keep a null namespace (their metadata still names it).
-                ids = {p.repository_id for p in batch}
-                namespaces = {row[0]: row[1] for row in session.execute(
+                # Entries of repositories deleted since keep a null namespace (their
+                # metadata still names it).
+                repo_ids = {e.repository_id for e in batch
+                            if e.namespace_id is None and e.repository_id is not None}
+                by_repo = {row[0]: row[1] for row in session.execute(
                     select(Repository.id, Repository.namespace_id)
-                    .where(Repository.id.in_(ids))
-                )}
+                    .where(Repository.id.in_(repo_ids))
+                )} if repo_ids else {}
+                names = {e.namespace_of_user for e in batch
+                         if e.namespace_id is None and e.repository_id is None
+                         and e.namespace_of_user}
+                by_user = {row[0]: row[1] if row[1] is not None else row[2]
+                           for row in session.execute(
+                               select(User.username, User.namespace_id, User.robot_owner_id)
+                               .where(User.username.in_(names))
+                           )} if names else {}
                 session.execute(insert(LogEntry), [
-                    {"kind": "pull_repo", "namespace_id": namespaces.get(p.repository_id),
-                     "performer_id": p.performer_id, "repository_id": p.repository_id,
-                     "ip": p.ip, "metadata_json": p.metadata, "created_at": p.created_at}
-                    for p in batch
+                    {"kind": e.kind,
+                     "namespace_id": e.namespace_id if e.namespace_id is not None else (
+                         by_repo.get(e.repository_id) if e.repository_id is not None
+                         else by_user.get(e.namespace_of_user or "")),
+                     "performer_id": e.performer_id, "repository_id": e.repository_id,
+                     "ip": e.ip, "metadata_json": e.metadata, "created_at": e.created_at}
+                    for e in batch
                 ])
         except Exception:
-            log.exception("could not write %d pull log entries", len(batch))
+            log.exception("could not write %d buffered log entries", len(batch))
             with self._lock:
                 self._pending.extendleft(reversed(batch))
             return 0
@@ -218,6 +251,10 @@ class PullLogBuffer:
                     await anyio.to_thread.run_sync(self.flush)
         finally:
             self.flush()
+
+
+#: The earlier name of :class:`LogBuffer`, when it held pulls only.
+PullLogBuffer = LogBuffer
 
 
 # --- reading -----------------------------------------------------------------------
@@ -380,16 +417,31 @@ class AuditLogService:
 
     def aggregate(self, scope: LogScope, start: datetime, end: datetime, *,
                   performer: str | None = None) -> list[tuple[str, date, int]]:
-        """``(kind, day, count)`` for each kind and UTC day in ``[start, end)``.
-
-        Counted in Python: truncating timestamps to days differs between SQLite and
-        PostgreSQL, and a 7-day window of one namespace is small.
-        """
+        """``(kind, day, count)`` for each kind and UTC day in ``[start, end)``, counted
+        by the database (``GROUP BY`` kind and day)."""
         with self._db.session() as session:
+            day = self._utc_day(session)
             query = self._filtered(session, scope, start, end, performer)
-            query = query.with_only_columns(LogEntry.kind, LogEntry.created_at)
-            counts: Counter[tuple[str, date]] = Counter(
-                (kind, _as_utc(created).date()) for kind, created in session.execute(query)
-            )
-        return sorted(((kind, day, n) for (kind, day), n in counts.items()),
-                      key=lambda item: (item[1], item[0]))
+            query = (query.with_only_columns(LogEntry.kind, day, func.count(LogEntry.id))
+                     .group_by(LogEntry.kind, day))
+            rows = [(str(kind), _as_date(value), int(count))
+                    for kind, value, count in session.execute(query)]
+        return sorted(rows, key=lambda item: (item[1], item[0]))
+
+    @staticmethod
+    def _utc_day(session: Session) -> Any:
+        """The UTC day of ``created_at`` as SQL: SQLite stores UTC text, whose
+        ``date()`` is the day; PostgreSQL converts ``timestamptz`` to UTC explicitly,
+        whatever the session's time zone."""
+        if session.get_bind().dialect.name == "sqlite":
+            return func.date(LogEntry.created_at)
+        return cast(func.timezone("UTC", LogEntry.created_at), Date)
+
+
+def _as_date(value: Any) -> date:
+    """A day from the database: a ``date`` (PostgreSQL) or ``YYYY-MM-DD`` (SQLite)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from portside.db.engine import Database
-from portside.db.models import Blob, Manifest, ManifestBlob, RepositoryBlob
+from portside.db.models import Blob, Manifest, ManifestBlob, RepositoryBlob, utcnow
 from portside.services.errors import BlobUnknown, InUse
+from portside.services.gc_locks import lock_digests
 
 # Built once: blob HEAD/GET runs this for every layer of every pull.
 _BLOB_IN_REPOSITORY = (
@@ -66,16 +68,28 @@ class BlobService:
             )
 
     def mount(self, from_repository_id: int, to_repository_id: int, digest: str) -> BlobInfo:
-        """Link a blob visible in one repository into another."""
-        blob = self.get(from_repository_id, digest)
-        try:
-            with self._db.session() as session:
-                exists = session.get(RepositoryBlob, (to_repository_id, blob.id))
-                if exists is None:
-                    session.add(RepositoryBlob(repository_id=to_repository_id, blob_id=blob.id))
-        except IntegrityError:
-            pass  # linked concurrently: the outcome is the same
-        return blob
+        """Link a blob visible in one repository into another.
+
+        Under the digest's lock (see :mod:`portside.services.gc_locks`), with the source
+        link re-read inside the transaction: garbage collection, which deletes a blob
+        only under the same lock and only when no repository links it, either finishes
+        first (the mount then answers :class:`BlobUnknown`) or sees the new link.
+        """
+        for _attempt in range(3):
+            try:
+                with self._db.session() as session:
+                    lock_digests(session, [digest])
+                    row = session.execute(
+                        _BLOB_IN_REPOSITORY,
+                        {"repository_id": from_repository_id, "digest": digest},
+                    ).first()
+                    if row is None:
+                        raise BlobUnknown("blob unknown to registry", {"digest": digest})
+                    touch_link(session, to_repository_id, row.id)
+                    return BlobInfo(row.id, row.digest, row.size, list(row.locations or []))
+            except IntegrityError:
+                continue  # linked concurrently: read again
+        return self.get(to_repository_id, digest)
 
     def unlink(self, repository_id: int, digest: str) -> None:
         """Remove a blob from a repository unless a manifest there still references it."""
@@ -98,3 +112,21 @@ class BlobService:
                     RepositoryBlob.blob_id == blob.id,
                 )
             )
+
+
+def touch_link(session: Session, repository_id: int, blob_id: int) -> None:
+    """Link a blob into a repository, or refresh the link's time if it exists.
+
+    A link's ``created_at`` is when a push last vouched for the blob there (upload,
+    mount): garbage collection drops a link no manifest references only once the grace
+    period (``PUSH_TEMP_TAG_EXPIRATION_SEC``) has passed since then.
+    """
+    touched = session.execute(
+        update(RepositoryBlob)
+        .where(RepositoryBlob.repository_id == repository_id,
+               RepositoryBlob.blob_id == blob_id)
+        .values(created_at=utcnow())
+    )
+    if touched.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(RepositoryBlob(repository_id=repository_id, blob_id=blob_id))
+        session.flush()

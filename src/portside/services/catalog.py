@@ -59,6 +59,7 @@ class CatalogService:
             select(full_name)
             .select_from(Repository)
             .join(Namespace, Namespace.id == Repository.namespace_id)
+            .where(Repository.deleted_at.is_(None))  # marked for garbage collection
         )
         visible = visibility_conditions(subject, self._policy, include_public=True)
         if not visible:

@@ -105,6 +105,10 @@ class Denied(RegistryError):
     code = "DENIED"
 
 
+class ReadOnlyMode(Denied):
+    """A write while the registry is read-only (``REGISTRY_STATE: readonly``)."""
+
+
 class Unsupported(RegistryError):
     """The operation or format is not supported."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -26,6 +26,7 @@ from portside.db.models import (
     Repository,
     RepositoryBlob,
     Tag,
+    utcnow,
 )
 from portside.oci import manifest as oci_manifest
 from portside.oci import mediatypes as mt
@@ -41,6 +42,11 @@ from portside.services.errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from portside.services.gc_locks import lock_digests
+from portside.services.labels import insert_manifest_labels, read_config_labels
+from portside.services.quotas import QuotaGuard
+from portside.services.tag_history import active_clause, end_lapsed, is_lapsed, label_expiry_s
+from portside.storage.placements import Placements
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ _BY_TAG = (
     .where(
         Tag.repository_id == bindparam("repository_id"),
         Tag.name == bindparam("reference"),
-        Tag.lifetime_end_ms.is_(None),
+        # "now" is bound per request: an expired tag is gone at once, without a query.
+        active_clause(bindparam("now")),
     )
 )
 
@@ -122,9 +129,15 @@ def check_reference(reference: str) -> None:
 class ManifestService:
     """Stores, resolves and deletes manifests and tags of a repository."""
 
-    def __init__(self, db: Database, max_manifest_size: int) -> None:
+    def __init__(self, db: Database, max_manifest_size: int,
+                 placements: Placements | None = None,
+                 quotas: QuotaGuard | None = None) -> None:
         self._db = db
         self.max_manifest_size = max_manifest_size
+        #: Storage quota check of pushes (``None``: quota management is off).
+        self._quotas = quotas
+        #: Where image configs are read from for their labels (``None``: not read).
+        self._placements = placements
 
     # --- read -------------------------------------------------------------------
     def get(self, repository_id: int, reference: str,
@@ -137,7 +150,8 @@ class ManifestService:
         query = _BY_DIGEST if is_digest(reference) else _BY_TAG
         with self._db.read() if connection is None else nullcontext(connection) as reader:
             row = reader.execute(
-                query, {"repository_id": repository_id, "reference": reference}
+                query, {"repository_id": repository_id, "reference": reference,
+                        "now": now_ms()}
             ).first()
         if row is None:
             raise ManifestUnknown("manifest unknown", {"reference": reference})
@@ -146,7 +160,7 @@ class ManifestService:
     def tags(self, repository_id: int, last: str | None, limit: int | None) -> list[str]:
         """Active tag names in lexical order, after ``last``, at most ``limit``."""
         query = select(Tag.name).where(
-            Tag.repository_id == repository_id, Tag.lifetime_end_ms.is_(None)
+            Tag.repository_id == repository_id, active_clause(now_ms())
         )
         if last:
             query = query.where(Tag.name > last)
@@ -214,13 +228,21 @@ class ManifestService:
         except oci_manifest.ManifestInvalid as exc:
             raise ManifestInvalid(str(exc)) from None
         tag = None if is_digest(reference) else reference
+        # Read before the transaction: a storage round trip must not hold the lock.
+        labels = ({} if self._placements is None
+                  else read_config_labels(self._db, self._placements, repository_id, parsed))
         for _attempt in range(3):
             try:
                 with self._db.session() as session:
-                    self._lock_repository(session, repository_id)
-                    manifest_id = self._store(session, repository_id, digest, raw, parsed)
+                    lock_repository(session, repository_id)
+                    # Garbage collection deletes a blob only under its digest's lock.
+                    lock_digests(session, (d.digest for d in parsed.blob_descriptors()))
+                    if self._quotas is not None:  # refuses before anything is stored
+                        self._quotas.check_push(session, repository_id, parsed, audit)
+                    manifest_id = self._store(session, repository_id, digest, raw, parsed,
+                                              labels)
                     if tag is not None:
-                        self._point_tag(session, repository_id, tag, manifest_id)
+                        point_tag(session, repository_id, tag, manifest_id)
                     pushed: dict[str, str] = {"manifest_digest": digest}
                     if tag is not None:
                         pushed["tag"] = tag
@@ -240,12 +262,20 @@ class ManifestService:
         """
         check_reference(reference)
         with self._db.session() as session:
+            from portside.services.immutability import (  # import cycle
+                TagImmutable,
+                check_mutable,
+                immutable_tags,
+            )
+
             if not is_digest(reference):
+                check_mutable(session, repository_id, reference)
+                now = now_ms()
                 result = session.execute(
                     update(Tag)
                     .where(Tag.repository_id == repository_id, Tag.name == reference,
-                           Tag.lifetime_end_ms.is_(None))
-                    .values(lifetime_end_ms=now_ms())
+                           active_clause(now))
+                    .values(lifetime_end_ms=now)
                 )
                 if result.rowcount == 0:  # type: ignore[attr-defined]
                     raise ManifestUnknown("tag unknown", {"reference": reference})
@@ -269,8 +299,12 @@ class ManifestService:
                     f"manifest is referenced by index {parent}; delete the index first",
                     {"digest": reference},
                 )
-            for tag_name in session.scalars(select(Tag.name).where(
-                    Tag.manifest_id == manifest.id, Tag.lifetime_end_ms.is_(None))):
+            active = list(session.scalars(select(Tag.name).where(
+                Tag.manifest_id == manifest.id, active_clause(now_ms()))))
+            refused = sorted(immutable_tags(session, repository_id, active))
+            if refused:
+                raise TagImmutable(refused[0])
+            for tag_name in active:
                 record_for_repository(session, "delete_tag", repository_id, audit,
                                       tag=tag_name, manifest_digest=reference)
             session.execute(delete(Tag).where(Tag.manifest_id == manifest.id))
@@ -281,25 +315,18 @@ class ManifestService:
             session.delete(manifest)
 
     # --- internals ----------------------------------------------------------------
-    @staticmethod
-    def _lock_repository(session: Session, repository_id: int) -> None:
-        """Serialise manifest and tag writes in one repository until the commit.
-
-        Without it, concurrent pushes of one tag on PostgreSQL all end the same active
-        row and then collide on the new one, often enough to exhaust the retries. SQLite
-        has a single writer already (it ignores ``FOR UPDATE``).
-        """
-        session.execute(
-            select(Repository.id).where(Repository.id == repository_id).with_for_update()
-        )
-
     def _store(self, session: Session, repository_id: int, digest: str, raw: bytes,
-               parsed: oci_manifest.ParsedManifest) -> int:
+               parsed: oci_manifest.ParsedManifest,
+               labels: Mapping[str, str] | None = None) -> int:
         existing = session.scalar(
             select(Manifest.id).where(Manifest.repository_id == repository_id,
                                       Manifest.digest == digest)
         )
         if existing is not None:
+            # A push vouches for the manifest again: its grace period against garbage
+            # collection (when untagged) starts anew, e.g. for an index's children.
+            session.execute(update(Manifest).where(Manifest.id == existing)
+                            .values(created_at=utcnow()))
             return existing
         blob_ids = self._check_blobs(session, repository_id, parsed)
         child_ids = self._check_children(session, repository_id, parsed)
@@ -316,6 +343,8 @@ class ManifestService:
         session.flush()
         session.add_all(ManifestBlob(manifest_id=manifest.id, blob_id=b) for b in blob_ids)
         session.add_all(ManifestChild(manifest_id=manifest.id, child_id=c) for c in child_ids)
+        if labels:
+            insert_manifest_labels(session, manifest.id, labels)
         return manifest.id
 
     @staticmethod
@@ -346,20 +375,56 @@ class ManifestService:
         ).all()
         return _match_descriptors(parsed.children, rows, "manifest")
 
-    @staticmethod
-    def _point_tag(session: Session, repository_id: int, name: str, manifest_id: int) -> None:
-        current = session.execute(
-            select(Tag.id, Tag.manifest_id).where(
-                Tag.repository_id == repository_id, Tag.name == name,
-                Tag.lifetime_end_ms.is_(None)
-            )
-        ).first()
-        if current is not None and current.manifest_id == manifest_id:
-            return
-        now = now_ms()
-        if current is not None:
-            # Moving a tag ends its current lifetime and starts a new one (tag history).
-            session.execute(update(Tag).where(Tag.id == current.id).values(lifetime_end_ms=now))
-        session.add(Tag(repository_id=repository_id, name=name, manifest_id=manifest_id,
-                        lifetime_start_ms=now))
-        session.flush()
+
+def lock_repository(session: Session, repository_id: int) -> None:
+    """Serialise manifest and tag writes in one repository until the commit.
+
+    Without it, concurrent pushes of one tag on PostgreSQL all end the same active
+    row and then collide on the new one, often enough to exhaust the retries. SQLite
+    has a single writer already (it ignores ``FOR UPDATE``).
+    """
+    session.execute(
+        select(Repository.id).where(Repository.id == repository_id).with_for_update()
+    )
+
+
+def point_tag(session: Session, repository_id: int, name: str, manifest_id: int, *,
+              reversion: bool = False) -> int | None:
+    """Point tag ``name`` at a manifest, as a push and the tag API do.
+
+    Returns the id of the manifest the tag pointed at before (``None``: the tag was not
+    active); nothing changes when that is ``manifest_id`` already. The new lifetime
+    expires as the manifest's ``quay.expires-after`` label says, except for a restore
+    (``reversion``, Quay's flag on the new row). Call it after :func:`lock_repository`,
+    in the caller's transaction.
+    """
+    current = session.execute(
+        select(Tag.id, Tag.manifest_id, Tag.expiration_ms).where(
+            Tag.repository_id == repository_id, Tag.name == name,
+            Tag.lifetime_end_ms.is_(None)
+        )
+    ).first()
+    now = now_ms()
+    if (current is not None and current.expiration_ms is not None
+            and is_lapsed(None, current.expiration_ms, now)):
+        # Expired but not yet ended by garbage collection: end it now, so the new row
+        # does not collide with it on the unique index of active names.
+        end_lapsed(session, current.id, current.expiration_ms)
+        current = None
+    if current is not None and current.manifest_id == manifest_id:
+        return manifest_id
+    if current is not None:
+        # Only a move needs the check: pushing a new tag never touches an immutable one.
+        from portside.services.immutability import check_mutable  # import cycle
+
+        check_mutable(session, repository_id, name)
+    expires_after_s = None if reversion else label_expiry_s(session, manifest_id)
+    if current is not None:
+        # Moving a tag ends its current lifetime and starts a new one (tag history).
+        session.execute(update(Tag).where(Tag.id == current.id).values(lifetime_end_ms=now))
+    session.add(Tag(repository_id=repository_id, name=name, manifest_id=manifest_id,
+                    lifetime_start_ms=now, reversion=reversion,
+                    expiration_ms=(now + expires_after_s * 1000
+                                   if expires_after_s is not None else None)))
+    session.flush()
+    return current.manifest_id if current is not None else None

@@ -41,7 +41,11 @@ from portside.db.models import (
 )
 from portside.oci.names import is_valid_namespace
 from portside.services.audit import record
+from portside.services.emails import email_in_use, email_problem
+from portside.services.gc_marks import mark_namespace
+from portside.services.refusals import Forbidden, Invalid, NotFound, Refusal
 from portside.services.repositories import create_organization
+from portside.services.tag_history import WindowInvalid, WindowPolicy, set_namespace_window
 
 T = TypeVar("T")
 
@@ -55,24 +59,8 @@ TEAM_ROLES = frozenset(role.value for role in NamespaceRole)
 _ATTEMPTS = 3
 
 
-class OrganizationError(Exception):
-    """Base class of this module's refusals; ``message`` is shown to API clients."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(OrganizationError):
-    """No such organization, team or member."""
-
-
-class Forbidden(OrganizationError):
-    """The caller is authenticated but may not do this."""
-
-
-class Invalid(OrganizationError):
-    """The request is malformed or would break an invariant."""
+# The refusals this module raises (re-exported: other services import them from here).
+OrganizationError = Refusal
 
 
 @dataclass(frozen=True)
@@ -89,12 +77,18 @@ class TeamInfo:
 
 @dataclass(frozen=True)
 class OrganizationInfo:
-    """An organization as seen by one caller (``teams`` is ``None`` for outsiders)."""
+    """An organization as seen by one caller (``teams`` is ``None`` for outsiders).
+
+    ``email`` and ``tag_expiration_s`` are the stored settings, for administrators'
+    eyes; the API leaves them out of other callers' views.
+    """
 
     name: str
     is_admin: bool
     is_member: bool
     teams: list[TeamInfo] | None
+    email: str | None = None
+    tag_expiration_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +117,22 @@ class TeamMembers:
     can_edit: bool
 
 
+def check_email(session: Session, email: str, *, namespace_id: int | None = None) -> None:
+    """Refuse a malformed address or one that another user or organization has."""
+    problem = email_problem(email)
+    if problem is not None:
+        raise Invalid(problem)
+    if email_in_use(session, email, namespace_id=namespace_id):
+        raise Invalid("E-mail address already used")
+
+
+def remove_namespace(session: Session, namespace_id: int) -> None:
+    """Delete a namespace: gone for users at once (its name is free again; the user,
+    robots and teams are removed now), its repositories purged by garbage collection
+    (see :mod:`portside.services.gc_marks`)."""
+    mark_namespace(session, namespace_id)
+
+
 def is_valid_team_name(name: str) -> bool:
     """True if ``name`` is a valid team name (Quay's grammar)."""
     return TEAM_NAME_MIN <= len(name) <= TEAM_NAME_MAX and bool(TEAM_NAME_RE.fullmatch(name))
@@ -148,8 +158,9 @@ class OrganizationService:
         self._db = db
 
     # --- organizations ------------------------------------------------------------
-    def create(self, subject: Subject, name: str) -> None:
-        """Create organization ``name`` administered by ``subject`` (in ``owners``)."""
+    def create(self, subject: Subject, name: str, email: str | None = None) -> None:
+        """Create organization ``name`` administered by ``subject`` (in ``owners``),
+        with contact address ``email`` (unique among users and organizations)."""
         creator = self._person(subject)
         if not is_valid_namespace(name):
             raise Invalid(
@@ -160,9 +171,12 @@ class OrganizationService:
         def work(session: Session) -> None:
             if session.scalar(select(Namespace.id).where(Namespace.name == name)):
                 raise Invalid("A user or organization with this name already exists")
+            if email:
+                check_email(session, email)
             created = create_organization(session, name, creator)
+            created.email = email or None
             record(session, "org_create", performer=subject, namespace_id=created.id,
-                   metadata={"namespace": name})
+                   metadata={"namespace": name, "email": email or None})
 
         try:
             self._write(work)
@@ -171,24 +185,45 @@ class OrganizationService:
             raise Invalid("A user or organization with this name already exists") from None
 
     def get(self, subject: Subject, org: str) -> OrganizationInfo:
-        """The organization as ``subject`` may see it (members and admins only)."""
+        """The organization as ``subject`` may see it: members (and superusers) get its
+        teams, anyone else (anonymous callers too) only its name, as in Quay."""
         with self._reading() as session:
             namespace = self._organization(session, org)
             access = self._access(session, subject, namespace)
-            access.require(NamespaceAction.VIEW)
+            if NamespaceAction.VIEW not in access.actions:
+                return OrganizationInfo(namespace.name, False, False, None)
             return self._info(session, subject, namespace, access)
 
-    def update(self, subject: Subject, org: str) -> OrganizationInfo:
-        """Check that ``subject`` administers ``org`` and return its view.
+    def update(self, subject: Subject, org: str, email: str | None = None,
+               tag_expiration_s: int | None = None,
+               windows: WindowPolicy | None = None) -> OrganizationInfo:
+        """Change the organization's contact address and time-machine window
+        (administrators only) and return its view; ``None`` leaves a setting as it is.
+        ``tag_expiration_s`` must be one of the ``windows`` the registry offers."""
 
-        Quay's organization settings (e-mail, invoicing, tag expiration) have no column
-        in Portside's schema yet, so there is nothing to store.
-        """
-        with self._reading() as session:
-            namespace = self._organization(session, org)
+        def work(session: Session) -> OrganizationInfo:
+            namespace = self._organization(session, org, lock=True)
             access = self._access(session, subject, namespace)
             access.require(NamespaceAction.ADMINISTER)
+            if tag_expiration_s is not None:
+                if windows is None:
+                    raise Invalid("Changing tag_expiration_s is not available")
+                try:
+                    windows.check(tag_expiration_s)
+                except WindowInvalid as exc:
+                    raise Invalid(str(exc)) from None
+                set_namespace_window(session, namespace, tag_expiration_s, subject)
+            if email is not None and email != namespace.email:
+                check_email(session, email, namespace_id=namespace.id)
+                record(session, "org_change_email", performer=subject,
+                       namespace_id=namespace.id,
+                       metadata={"namespace": org, "email": email,
+                                 "old_email": namespace.email})
+                namespace.email = email
+                session.flush()
             return self._info(session, subject, namespace, access)
+
+        return self._write(work)
 
     def delete(self, subject: Subject, org: str) -> None:
         """Delete the organization; its teams, robots and repositories go with it (the
@@ -197,7 +232,7 @@ class OrganizationService:
         def work(session: Session) -> None:
             namespace = self._organization(session, org, lock=True)
             self._access(session, subject, namespace).require(NamespaceAction.ADMINISTER)
-            session.execute(delete(Namespace).where(Namespace.id == namespace.id))
+            remove_namespace(session, namespace.id)
             record(session, "org_delete", performer=subject, namespace_id=namespace.id,
                    metadata={"namespace": org})
 
@@ -222,7 +257,8 @@ class OrganizationService:
                 select(User.username, Repository.name)
                 .join(RepositoryPermission, RepositoryPermission.user_id == User.id)
                 .join(Repository, Repository.id == RepositoryPermission.repository_id)
-                .where(Repository.namespace_id == namespace.id)
+                .where(Repository.namespace_id == namespace.id,
+                       Repository.deleted_at.is_(None))
                 .order_by(Repository.name)
             ).all()
             repositories: dict[str, list[str]] = {}
@@ -476,7 +512,8 @@ class OrganizationService:
         members, repos = self._team_counts(session, [row.id for row in rows])
         teams = [self._team_info(row, is_admin or row.id in own, members, repos)
                  for row in rows]
-        return OrganizationInfo(namespace.name, is_admin, access.role is not None, teams)
+        return OrganizationInfo(namespace.name, is_admin, access.role is not None, teams,
+                                namespace.email, namespace.tag_expiration_s)
 
     @staticmethod
     def _team_counts(session: Session,

@@ -27,6 +27,7 @@ from portside.db.models import (
     User,
 )
 from portside.services.audit import record
+from portside.services.default_permissions import apply_default_permissions
 
 T = TypeVar("T")
 
@@ -189,7 +190,7 @@ class RepositoryService:
             row = session.execute(
                 select(Namespace.name, Repository.name)
                 .join(Namespace, Namespace.id == Repository.namespace_id)
-                .where(Repository.id == repository_id)
+                .where(Repository.id == repository_id, Repository.deleted_at.is_(None))
             ).first()
             if row is None:
                 return None
@@ -229,6 +230,8 @@ class RepositoryService:
                         session.add(repo)
                         session.flush()
                         grant_creator_admin(session, namespace, repo.id, subject.user_id)
+                        apply_default_permissions(session, namespace, repo.id,
+                                                  subject.user_id)
                         record(session, "create_repo", performer=subject,
                                namespace_id=namespace.id, repository_id=repo.id, ip=ip,
                                metadata={"repo": repo_name, "namespace": namespace_name})

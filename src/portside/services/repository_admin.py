@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,7 @@ from portside.db.models import (
     Namespace,
     Repository,
     RepositoryPermission,
+    RepositoryStar,
     Tag,
     Team,
     TeamMember,
@@ -47,11 +49,14 @@ from portside.db.models import (
 from portside.oci.names import InvalidName, validate_repository_name
 from portside.services.audit import AuditContext, record_for_repository
 from portside.services.catalog import visibility_conditions
+from portside.services.default_permissions import apply_default_permissions
+from portside.services.gc_marks import mark_repository
 from portside.services.repositories import (
     Lookup,
     grant_creator_admin,
     lookup_in_session,
 )
+from portside.services.tag_history import active_clause
 
 T = TypeVar("T")
 
@@ -99,6 +104,8 @@ class RepositorySummary:
     public: bool
     state: str
     description: str | None = None
+    #: Whether the caller starred it.
+    starred: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class TagInfo:
     manifest_digest: str
     size: int
     lifetime_start_ms: int
+    #: When the tag expires (ms), if it does.
+    expiration_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,10 @@ class RepositoryDetails:
     can_admin: bool
     tags: list[TagInfo]
     description: str | None = None
+    #: Whether the caller starred it.
+    starred: bool = False
+    #: The namespace's time-machine window (``None``: the registry's default).
+    tag_expiration_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -197,22 +210,28 @@ class RepositoryAdminService:
         As in Quay, public repositories of others are listed only with
         ``include_public``; without it the list holds the repositories the subject has a
         role on (its own namespace, organizations it administers, granted permissions).
-        Stars are not stored yet, so ``starred`` lists nothing. Returns the page and the
-        full name to continue after (``None`` on the last page).
+        ``starred`` lists the subject's starred repositories that it can still see
+        (public ones included, as in Quay). Each entry says whether the subject starred
+        it, from the same query. Returns the page and the full name to continue after
+        (``None`` on the last page).
         """
-        if starred:
-            return [], None
         full_name = Namespace.name + "/" + Repository.name
-        visible = visibility_conditions(subject, self._policy, include_public)
+        visible = visibility_conditions(subject, self._policy, include_public or starred)
         if not visible:
             return [], None
+        # -1 is never a user id: the anonymous caller has starred nothing.
+        star = and_(RepositoryStar.repository_id == Repository.id,
+                    RepositoryStar.user_id == (subject.user_id or -1))
         query = (
             select(Namespace.name, Repository.name, Repository.public, Repository.state,
-                   Repository.description)
+                   Repository.description, RepositoryStar.user_id.is_not(None))
             .select_from(Repository)
             .join(Namespace, Namespace.id == Repository.namespace_id)
-            .where(or_(*visible))
+            .outerjoin(RepositoryStar, star)
+            .where(or_(*visible), Repository.deleted_at.is_(None))
         )
+        if starred:
+            query = query.where(RepositoryStar.user_id.is_not(None))
         if namespace is not None:
             query = query.where(Namespace.name == namespace)
         if after:
@@ -221,8 +240,9 @@ class RepositoryAdminService:
         query = query.order_by(full_name).limit(limit + 1)
         with self._db.session() as session:
             rows = session.execute(query).all()
-        page = [RepositorySummary(ns, name, bool(public), state or "NORMAL", description)
-                for ns, name, public, state, description in rows[:limit]]
+        page = [RepositorySummary(ns, name, bool(public), state or "NORMAL", description,
+                                  bool(is_starred))
+                for ns, name, public, state, description, is_starred in rows[:limit]]
         following = f"{page[-1].namespace}/{page[-1].name}" if len(rows) > limit else None
         return page, following
 
@@ -259,6 +279,8 @@ class RepositoryAdminService:
                 session.add(repository)
                 session.flush()
                 grant_creator_admin(session, namespace_row, repository.id, subject.user_id)
+                apply_default_permissions(session, namespace_row, repository.id,
+                                          subject.user_id)
                 record_for_repository(session, "create_repo", repository.id,
                                       AuditContext(subject))
         except IntegrityError:
@@ -272,14 +294,21 @@ class RepositoryAdminService:
         with self._db.session() as session:
             lookup, actions = self._authorize(session, subject, namespace, name, Action.PULL)
             assert lookup.repository is not None
-            kind = session.scalar(select(Namespace.kind).where(Namespace.name == namespace))
+            kind, window = session.execute(
+                select(Namespace.kind, Namespace.tag_expiration_s)
+                .where(Namespace.name == namespace)).first() or (None, None)
             description = session.scalar(
                 select(Repository.description).where(Repository.id == lookup.repository.id))
+            starred = subject.user_id is not None and session.scalar(
+                select(RepositoryStar.user_id).where(
+                    RepositoryStar.repository_id == lookup.repository.id,
+                    RepositoryStar.user_id == subject.user_id)) is not None
             rows = session.execute(
-                select(Tag.name, Manifest.digest, Manifest.size, Tag.lifetime_start_ms)
+                select(Tag.name, Manifest.digest, Manifest.size, Tag.lifetime_start_ms,
+                       Tag.expiration_ms)
                 .join(Manifest, Manifest.id == Tag.manifest_id)
                 .where(Tag.repository_id == lookup.repository.id,
-                       Tag.lifetime_end_ms.is_(None))
+                       active_clause(int(time.time() * 1000)))
                 .order_by(Tag.name)
             ).all()
         return RepositoryDetails(
@@ -289,6 +318,8 @@ class RepositoryAdminService:
             can_write=Action.PUSH in actions, can_admin=Action.ADMIN in actions,
             tags=[TagInfo(*row) for row in rows],
             description=description,
+            tag_expiration_s=window,
+            starred=starred,
         )
 
     def set_description(self, subject: Subject, namespace: str, name: str,
@@ -321,20 +352,17 @@ class RepositoryAdminService:
         self._admin_op(subject, namespace, name, change)
 
     def delete(self, subject: Subject, namespace: str, name: str) -> None:
-        """Delete the repository row; tags, manifests, permissions and uploads cascade.
-
-        Blob content stays in storage (and in the global ``blob`` table) for garbage
-        collection, which another service owns.
+        """Delete the repository: marked at once (see :mod:`portside.services.gc_marks`);
+        garbage collection purges its tags, manifests, links and uploads, then its blobs.
         """
         def remove(session: Session, lookup: Lookup) -> None:
             assert lookup.repository is not None
             # Recorded first: the entry copies the names from the rows about to go.
             record_for_repository(session, "delete_repo", lookup.repository.id,
                                   AuditContext(subject))
-            # Tags reference manifests without a cascade: remove them first so the
-            # deletion does not depend on the order the database applies cascades in.
-            session.execute(delete(Tag).where(Tag.repository_id == lookup.repository.id))
-            session.execute(delete(Repository).where(Repository.id == lookup.repository.id))
+            # Gone for users at once, name free again; garbage collection purges the
+            # content (see portside.services.gc_marks).
+            mark_repository(session, lookup.repository.id)
 
         self._admin_op(subject, namespace, name, remove)
 

@@ -258,7 +258,8 @@ class RobotService:
         rows = session.execute(
             select(Repository.name, Repository.public, RepositoryPermission.role)
             .join(RepositoryPermission, RepositoryPermission.repository_id == Repository.id)
-            .where(RepositoryPermission.user_id == robot_id)
+            .where(RepositoryPermission.user_id == robot_id,
+                   Repository.deleted_at.is_(None))
             .order_by(Repository.name)
         ).all()
         return [RobotPermission(name, bool(public), role) for name, public, role in rows]

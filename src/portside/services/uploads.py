@@ -24,9 +24,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portside.db.engine import Database
-from portside.db.models import Blob, BlobUpload, RepositoryBlob, utcnow
+from portside.db.models import Blob, BlobUpload, utcnow
 from portside.oci.digest import InvalidDigest, parse_digest
-from portside.services.blobs import BlobInfo
+from portside.services.blobs import BlobInfo, touch_link
 from portside.services.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
@@ -34,6 +34,8 @@ from portside.services.errors import (
     RangeNotSatisfiable,
     TooLarge,
 )
+from portside.services.gc_locks import lock_digests
+from portside.services.metrics import blob_uploaded
 from portside.storage.base import StorageDriver, UploadAppender
 from portside.storage.layout import blob_path
 from portside.storage.placements import Placements
@@ -146,6 +148,7 @@ class UploadService:
                 )
             info = await _in_thread(self._commit, row, driver, digest)
             self._hashers.pop(upload_id, None)
+            blob_uploaded(row.size)
             return info
 
     # --- housekeeping -----------------------------------------------------------------
@@ -310,20 +313,24 @@ class UploadService:
                                         {"upload": upload_id})
 
     def _commit(self, row: BlobUpload, driver: StorageDriver, digest: str) -> BlobInfo:
+        """Move the verified bytes to their content address and record the blob.
+
+        Runs under the digest's lock (:mod:`portside.services.gc_locks`; on SQLite the
+        write transaction itself), which garbage collection also takes before it deletes
+        a blob's row and stored objects: the bytes are moved and the row created or
+        reused as one step that collection cannot interleave with. ``commit_upload``
+        keeps an object already at the path and writes it when missing, so a row whose
+        object went away (a collection that could not commit) heals here.
+        """
         path = blob_path(digest)
         location = row.location
-        with self._db.session() as session:
-            existing = session.scalar(select(Blob).where(Blob.digest == digest))
-            already_stored = existing is not None and location in (existing.locations or [])
-        if already_stored:
-            driver.cancel_upload(row.id, row.storage_state)
-        else:
-            # Bytes become durable at their content address before any row points there:
-            # a crash leaves at most an unreferenced object, never a dangling row.
-            driver.commit_upload(row.id, row.storage_state, path)
         for _attempt in range(3):
             try:
                 with self._db.session() as session:
+                    lock_digests(session, [digest])
+                    # Bytes become durable at their content address before any row
+                    # points there: a crash leaves at most an unreferenced object.
+                    driver.commit_upload(row.id, row.storage_state, path)
                     blob = session.scalar(select(Blob).where(Blob.digest == digest))
                     if blob is None:
                         blob = Blob(digest=digest, size=row.size, locations=[location])
@@ -331,9 +338,7 @@ class UploadService:
                         session.flush()
                     elif location not in (blob.locations or []):
                         blob.locations = [*blob.locations, location]
-                    if session.get(RepositoryBlob, (row.repository_id, blob.id)) is None:
-                        session.add(RepositoryBlob(repository_id=row.repository_id,
-                                                   blob_id=blob.id))
+                    touch_link(session, row.repository_id, blob.id)
                     session.execute(delete(BlobUpload).where(BlobUpload.id == row.id))
                     return BlobInfo(blob.id, blob.digest, blob.size, list(blob.locations))
             except IntegrityError:

@@ -89,6 +89,8 @@ def test_portside_keys_with_quay_names_are_quay_keys() -> None:
         "LOGIN_FAILURE_WINDOW_S",
         "SERVER_WORKERS",
         "BLOB_PROXY_CHUNK_SIZE",
+        "AUTO_PRUNE_INTERVAL_S",
+        "METRICS_DATABASE_CACHE_S",
     }
     fields = set(PortsideConfig.model_fields)
     assert fields - QUAY_CONFIG_KEYS == portside_only

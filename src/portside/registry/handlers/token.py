@@ -51,7 +51,7 @@ def grant_scopes(ctx: RegistryContext, subject: Subject, requested: list[Scope])
 
 async def issue_token(request: Request, ctx: RegistryContext) -> Response:
     """``GET``: authenticate (Basic, or anonymous) and return a signed, downscoped token."""
-    identity = await authenticate(request, ctx)
+    identity = await authenticate(request, ctx, token_request=True)
     if identity.grant is not None:
         # A token is a grant, not a credential: exchanging it here would turn a
         # downscoped token (say, pull-only for CI) into whatever its user may do.
@@ -74,7 +74,7 @@ async def issue_token_oauth(request: Request, ctx: RegistryContext) -> Response:
     if not isinstance(username, str) or not isinstance(password, str):
         raise Unauthorized("username and password are required")
     credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
-    subject = await check_basic(request, ctx, f"Basic {credentials}")
+    subject = await check_basic(request, ctx, f"Basic {credentials}", token_request=True)
     scopes = form.get("scope")
     return await _token_response(ctx, subject,
                                  parse_scopes([scopes] if isinstance(scopes, str) else []))
