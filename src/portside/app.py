@@ -43,6 +43,7 @@ from portside.services.gc import garbage_collector_for
 from portside.services.log_exports import EXPORT_QUEUE
 from portside.services.login_audit import RegistryLoginAudit
 from portside.services.manifests import ManifestService
+from portside.services.outbound import OutboundPolicy
 from portside.services.queue import WorkQueue
 from portside.services.quotas import QuotaGuard
 from portside.services.repositories import RepositoryService
@@ -75,6 +76,8 @@ class Services:
     sessions: SessionService
     #: Encrypts secrets stored in the database (robot tokens).
     secret_box: SecretBox
+    #: The SSRF policy and timeouts of every outbound call to a user-set URL.
+    outbound: OutboundPolicy
 
     def close(self) -> None:
         """Stop the read threads and release database connections."""
@@ -139,8 +142,10 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
         login_audit=(RegistryLoginAudit(log_buffer) if config.ACTION_LOG_AUDIT_LOGINS
                      else None),
     )
+    outbound = OutboundPolicy(config.SSRF_ALLOWED_HOSTS, config.OUTBOUND_CONNECT_TIMEOUT_S,
+                              config.OUTBOUND_READ_TIMEOUT_S)
     return Services(config=config, db=db, registry=registry, sessions=SessionService(db),
-                    secret_box=secret_box)
+                    secret_box=secret_box, outbound=outbound)
 
 
 def queue_handlers(services: Services) -> list[QueueHandler]:

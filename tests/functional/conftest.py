@@ -32,12 +32,17 @@ from support.server import (
 #: Password of every test user (users differ by name only).
 PASSWORDS = {name: f"{name}-secret-pw" for name in ("alice", "bob", "carol")}
 
+#: ``SSRF_ALLOWED_HOSTS`` that lets a server call test servers on loopback.
+LOOPBACK = ["127.0.0.0/8", "::1", "localhost"]
+
 #: Config overrides and users of each kind of server the tests need.
 PROFILES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     # Most tests: private repositories on push, small limits so that they are cheap to
     # exceed, and no login-failure limit (every test comes from 127.0.0.1).
+    # Outbound calls (callbacks, webhooks, upstreams) may reach loopback test servers.
     "main": ({"LOGIN_FAILURE_LIMIT": 0, "MAXIMUM_LAYER_SIZE": "1Mi",
-              "MAXIMUM_MANIFEST_SIZE": "64Ki"}, ("alice", "bob", "carol")),
+              "MAXIMUM_MANIFEST_SIZE": "64Ki", "SSRF_ALLOWED_HOSTS": LOOPBACK},
+             ("alice", "bob", "carol")),
     # Repositories created by a push are public; anonymous pulls allowed.
     "public": ({"LOGIN_FAILURE_LIMIT": 0, "CREATE_PRIVATE_REPO_ON_PUSH": False},
                ("alice", "bob")),

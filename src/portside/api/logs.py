@@ -209,7 +209,7 @@ def export_service_for(services: Services) -> LogExportService:
     return LogExportService(
         services.db, services.registry.placements,
         AuditLogService(services.db, services.registry.policy), entry_json,
-        Mailer.from_config(services.config), services.config.server_url,
+        Mailer.from_config(services.config), services.config.server_url, services.outbound,
     )
 
 

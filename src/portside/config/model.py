@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from portside.config.durations import DURATION_PATTERN, parse_duration
+from portside.config.hosts import parse_allowed_entry
 from portside.config.sizes import parse_size
 
 __all__ = [
@@ -513,6 +514,75 @@ class PortsideConfig(BaseModel):
         default="admin@example.com", description="The From address of e-mail sent."
     )
 
+    # --- Content ingress: mirroring, proxy cache; notifications; outbound calls ---------
+    FEATURE_REPO_MIRROR: StrictBool = Field(
+        default=False,
+        description=(
+            "Repository mirroring: repositories in state MIRROR follow an upstream "
+            "repository on a schedule (/api/v1/repository/{ns}/{repo}/mirror)."
+        ),
+    )
+    REPO_MIRROR_INTERVAL: StrictInt = Field(
+        default=30, ge=1,
+        description="Seconds between a mirror worker's looks for due mirrors.",
+    )
+    REPO_MIRROR_TLS_VERIFY: StrictBool = Field(
+        default=True,
+        description=(
+            "Quay's switch for verifying the registry's own certificate during mirroring. "
+            "Portside's mirror workers write into storage directly, without an HTTPS hop "
+            "to the registry, so there is nothing to verify; accepted for compatibility. "
+            "Upstream certificates follow each mirror's external_registry_config.verify_tls."
+        ),
+    )
+    REPO_MIRROR_ROLLBACK: StrictBool = Field(
+        default=False,
+        description=(
+            "When a sync fails, put every tag it changed back as it was before the sync "
+            "(true), or keep what was synced (false, best effort)."
+        ),
+    )
+    REPO_MIRROR_CONCURRENCY: StrictInt = Field(
+        default=2, ge=1, le=64,
+        description=(
+            "Mirrors one worker process syncs at the same time (Portside-only key); "
+            "any number of processes share the due mirrors."
+        ),
+    )
+    FEATURE_PROXY_CACHE: StrictBool = Field(
+        default=False,
+        description=(
+            "Organizations can be pull-through caches of an upstream registry "
+            "(/api/v1/organization/{org}/proxycache)."
+        ),
+    )
+    SSRF_ALLOWED_HOSTS: list[StrictStr] = Field(
+        default=[],
+        description=(
+            "Host names, IP addresses or CIDR ranges that user-set outbound URLs (mirror "
+            "sources, proxy-cache upstreams, webhooks, Slack, log export callbacks) may "
+            "reach although they are private, loopback or link-local addresses."
+        ),
+    )
+    OUTBOUND_CONNECT_TIMEOUT_S: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Connect timeout of user-aimed outbound calls (Portside-only key).",
+    )
+    OUTBOUND_READ_TIMEOUT_S: float = Field(
+        default=30.0, gt=0, le=3600,
+        description=(
+            "Read timeout (between bytes) of user-aimed outbound calls (Portside-only key)."
+        ),
+    )
+    NOTIFICATION_FAILURE_LIMIT: StrictInt = Field(
+        default=3, ge=1,
+        description=(
+            "A notification whose deliveries failed this many times in a row (each after "
+            "the work queue's retries) is disabled until its failures are reset "
+            "(Portside-only key)."
+        ),
+    )
+
     # --- Portside-only keys ---------------------------------------------------------------
     MAXIMUM_MANIFEST_SIZE: Annotated[StrictStr, AfterValidator(_validate_size)] = Field(
         default="4Mi",
@@ -601,6 +671,13 @@ class PortsideConfig(BaseModel):
                 name for name in data["DISTRIBUTED_STORAGE_CONFIG"] if isinstance(name, str)
             ]
         return data
+
+    @field_validator("SSRF_ALLOWED_HOSTS")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allowed_entry(entry)  # raises ValueError with the entry named
+        return value
 
     @field_validator("DISTRIBUTED_STORAGE_CONFIG")
     @classmethod

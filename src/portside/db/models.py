@@ -622,3 +622,117 @@ class GcRun(Base):
     repositories_purged: Mapped[int] = mapped_column(Integer, default=0)
     namespaces_purged: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RepoMirrorConfig(Base):
+    """How a repository in state ``MIRROR`` follows an upstream repository (Quay's
+    ``RepoMirrorConfig``). Scheduling lives here: a worker claims a due mirror by setting
+    ``sync_status`` to ``SYNCING`` and a lease (``sync_expiration_date``) in one update,
+    so any number of workers share the mirrors and one repository is never synced twice
+    at once."""
+
+    __tablename__ = "repo_mirror_config"
+    __table_args__ = (Index("ix_repo_mirror_config_due", "is_enabled", "sync_start_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), unique=True
+    )
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: ``host[:port]/path/name`` of the upstream repository (no tag, no scheme).
+    external_reference: Mapped[str] = mapped_column(String(2048))
+    #: Upstream credentials, encrypted with the database secret key; never returned.
+    username_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    password_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: ``verify_tls``, ``unsigned_images``, ``proxy`` (``http_proxy``, ``https_proxy``,
+    #: ``no_proxy``): Quay's ``external_registry_config``.
+    external_registry_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Quay's ``root_rule``: ``{"rule_kind": "tag_glob_csv", "rule_value": [...]}``.
+    root_rule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Architectures to keep from multi-arch indexes (empty: all; indexes copied whole).
+    architecture_filter: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The robot account the mirror acts as (audit log, the only pusher allowed).
+    robot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL"), nullable=True
+    )
+    sync_interval: Mapped[int] = mapped_column(Integer, default=86400)
+    #: The next sync is due at this time.
+    sync_start_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+    #: While ``SYNCING``: when the claim lapses (a crashed worker's mirror is re-claimed).
+    sync_expiration_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                  nullable=True)
+    #: ``NEVER_RUN``, ``SYNCING``, ``SUCCESS``, ``FAIL``, ``SYNC_NOW`` or ``CANCEL``.
+    sync_status: Mapped[str] = mapped_column(String(16), default="NEVER_RUN")
+    sync_retries_remaining: Mapped[int] = mapped_column(Integer, default=3)
+    #: Changes with each claim: a worker whose claim was taken over stops writing.
+    sync_transaction_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: Seconds one sync may take before it is abandoned.
+    sync_timeout_s: Mapped[int] = mapped_column(Integer, default=3600)
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProxyCacheConfig(Base):
+    """An organization that is a pull-through cache of an upstream registry."""
+
+    __tablename__ = "proxy_cache_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespace.id", ondelete="CASCADE"), unique=True
+    )
+    #: ``host[:port]`` with an optional path prefix (e.g. ``quay.io`` or
+    #: ``registry.local:5000/library``).
+    upstream_registry: Mapped[str] = mapped_column(String(2048))
+    username_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    password_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Cached tags expire this long after they were last fetched from upstream.
+    expiration_s: Mapped[int] = mapped_column(Integer, default=86400)
+    #: Plain HTTP / unverified TLS to the upstream.
+    insecure: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RepositoryNotification(Base):
+    """A repository's notification: an event, a method and their settings."""
+
+    __tablename__ = "repository_notification"
+    __table_args__ = (Index("ix_repository_notification_repository_event",
+                            "repository_id", "event"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The id the API shows (Quay's ``uuid``).
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE")
+    )
+    #: ``repo_push``, ``repo_mirror_sync_started``, ... (Quay's event names).
+    event: Mapped[str] = mapped_column(String(64))
+    #: ``webhook``, ``slack``, ``email`` or ``quay_notification``.
+    method: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    event_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Failed deliveries in a row; at the configured limit the notification is disabled.
+    number_of_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserNotification(Base):
+    """An in-app notification shown to a user (``/api/v1/user/notifications``)."""
+
+    __tablename__ = "user_notification"
+    __table_args__ = (Index("ix_user_notification_user_id_created_at",
+                            "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    #: Quay's notification kind (e.g. ``repo_push``).
+    kind: Mapped[str] = mapped_column(String(64))
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    dismissed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

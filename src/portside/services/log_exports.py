@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -43,6 +42,7 @@ from portside.db.models import LogExport, Namespace, Repository, Team, TeamMembe
 from portside.services.audit import AuditLogService, InvalidInput, LogScope, LogView, NotFound
 from portside.services.emails import email_problem
 from portside.services.mailer import Mailer, MailingDisabled
+from portside.services.outbound import OutboundPolicy, OutboundRefused
 from portside.services.queue import QueueJob, enqueue
 from portside.storage.base import ObjectNotFound
 from portside.storage.placements import Placements
@@ -55,8 +55,6 @@ EXPORT_QUEUE = "exportactionlogs"
 EXPORT_RETRIES = 3
 #: Entries read from the database per batch.
 BATCH_SIZE = 1000
-#: Callback timeouts (seconds).
-CALLBACK_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _DATE_FORMAT = "%a, %d %b %Y %H:%M:%S -0000"
 
 #: Renders one entry as the API shows it (the logs endpoints' view).
@@ -66,23 +64,6 @@ Renderer = Callable[[LogView], dict[str, Any]]
 def export_path(export_id: str) -> str:
     """Where an export's file lives in storage."""
     return f"exportedlogs/{export_id}.json"
-
-
-def apply_outbound_url_policy(url: str) -> None:
-    """The check every user-set callback URL passes before Portside connects to it.
-
-    This is where the outbound (SSRF) allow/deny policy for user-set URLs applies; for
-    now it requires an absolute ``http``/``https`` URL with a host and no credentials.
-    Raises :class:`InvalidInput`.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise InvalidInput("Invalid callback URL.") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("The callback URL must be an http or https URL.")
-    if parts.username or parts.password:
-        raise InvalidInput("The callback URL must not contain credentials.")
 
 
 @dataclass(frozen=True)
@@ -107,8 +88,11 @@ class LogExportService:
     """Requests, runs and serves log exports (see the module docstring)."""
 
     def __init__(self, db: Database, placements: Placements, audit: AuditLogService,
-                 render: Renderer, mailer: Mailer, server_url: str) -> None:
+                 render: Renderer, mailer: Mailer, server_url: str,
+                 outbound: OutboundPolicy) -> None:
         self._db = db
+        #: Callback URLs are user-set: the SSRF policy applies at request and at call.
+        self._outbound = outbound
         self._placements = placements
         self._audit = audit
         self._render = render
@@ -123,7 +107,10 @@ class LogExportService:
         ``scope`` comes from :class:`AuditLogService`'s permission checks.
         """
         if callback_url:
-            apply_outbound_url_policy(callback_url)
+            try:
+                self._outbound.check_url(callback_url)
+            except OutboundRefused as exc:
+                raise InvalidInput(f"Invalid callback URL: {exc.message}") from None
         if callback_email:
             problem = email_problem(callback_email)
             if problem is not None:
@@ -290,10 +277,9 @@ class LogExportService:
             payload = {"export_id": export_id, "status": "success" if success else "failed",
                        "exported_data_url": self.download_url(export_id) if success else None}
             try:
-                apply_outbound_url_policy(callback_url)
-                with httpx.Client(timeout=CALLBACK_TIMEOUT, follow_redirects=False) as client:
+                with self._outbound.client(follow_redirects=False) as client:
                     client.post(callback_url, json=payload).raise_for_status()
-            except (InvalidInput, httpx.HTTPError) as exc:
+            except (OutboundRefused, httpx.HTTPError) as exc:
                 problems.append(f"callback to {callback_url[:200]} failed: {exc}")
         if callback_email:
             subject = "Log export " + ("ready" if success else "failed")

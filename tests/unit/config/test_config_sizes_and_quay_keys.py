@@ -91,6 +91,11 @@ def test_portside_keys_with_quay_names_are_quay_keys() -> None:
         "BLOB_PROXY_CHUNK_SIZE",
         "AUTO_PRUNE_INTERVAL_S",
         "METRICS_DATABASE_CACHE_S",
+        "REPO_MIRROR_CONCURRENCY",
+        "SSRF_ALLOWED_HOSTS",
+        "OUTBOUND_CONNECT_TIMEOUT_S",
+        "OUTBOUND_READ_TIMEOUT_S",
+        "NOTIFICATION_FAILURE_LIMIT",
     }
     fields = set(PortsideConfig.model_fields)
     assert fields - QUAY_CONFIG_KEYS == portside_only
