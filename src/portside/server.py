@@ -6,30 +6,41 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from portside.app import PortsideApp
 
 
-def app_factory() -> PortsideApp:
+def app_factory() -> PortsideApp | Callable[..., Any]:
     """Entry point for each server worker process: config from ``$PORTSIDE_CONFIG``.
 
     ``portside serve`` has already validated the config and migrated the database. The
     application is imported here, in the worker, so the server's main process stays small.
+    With ``TRUSTED_PROXIES``, requests from those addresses get their client address and
+    scheme from ``X-Forwarded-For``/``X-Forwarded-Proto``; anyone else's headers are
+    ignored, so a client cannot pick the address the audit log and login limits see.
     """
     from portside.app import create_app
     from portside.config import load_config
 
     config, _warnings = load_config()
-    return create_app(config, migrate=False)
+    app = create_app(config, migrate=False)
+    if not config.TRUSTED_PROXIES:
+        return app
+    from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+    return wrap_asgi_with_proxy_headers(app, list(config.TRUSTED_PROXIES))
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
-    """Run the server in the foreground until interrupted."""
+def serve(host: str, port: int, workers: int, log_level: str = "info",
+          ssl_cert: Path | None = None, ssl_key: Path | None = None) -> None:
+    """Run the server in the foreground until interrupted; HTTPS (TLS 1.2 or newer)
+    when ``ssl_cert`` and ``ssl_key`` are given."""
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
 
     metrics_dir = _multiprocess_metrics_dir()
     try:
@@ -47,6 +58,10 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
             blocking_threads=1,
             backlog=2048,
             working_dir=Path.cwd(),
+            ssl_cert=ssl_cert,
+            ssl_key=ssl_key,
+            # Granian's default minimum is TLS 1.3; older container clients speak 1.2.
+            ssl_protocol_min=SSLProtocols.tls12,
         ).serve()
     finally:
         if metrics_dir is not None:

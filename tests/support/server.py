@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -55,8 +56,9 @@ class RunningRegistry:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:1234``."""
-        return f"http://{self.host}"
+        """Base URL, e.g. ``http://127.0.0.1:1234`` (``https`` when it serves TLS)."""
+        scheme = "https" if self.config.get("SSL_CERTIFICATE_PATH") else "http"
+        return f"{scheme}://{self.host}"
 
     @property
     def config_path(self) -> Path:
@@ -83,7 +85,9 @@ class RunningRegistry:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                urllib.request.urlopen(f"{self.url}/v2/", timeout=1)
+                # Only "is it up?": a TLS server's own certificate is tested elsewhere.
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=1,
+                                       context=ssl._create_unverified_context())
             except urllib.error.HTTPError:
                 return  # 401: it is up
             except OSError:

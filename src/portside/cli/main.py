@@ -48,9 +48,14 @@ def serve(
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
     workers: int | None = typer.Option(None, "--workers",
                                        help="HTTP worker processes (default SERVER_WORKERS)."),
+    ssl_cert: Path | None = typer.Option(
+        None, "--ssl-cert", help="PEM certificate to serve HTTPS with (SSL_CERTIFICATE_PATH)."),
+    ssl_key: Path | None = typer.Option(
+        None, "--ssl-key", help="PEM private key of --ssl-cert (SSL_PRIVATE_KEY_PATH)."),
 ) -> None:
     """Start the registry (migrating the database first)."""
     config = _load(config_path)
+    cert, key = tls_files(config, ssl_cert, ssl_key)
     # Migrate in a short-lived child process: the server's main process then never
     # loads the application (SQLAlchemy, drivers, ...), and the workers it forks stay
     # small. The config path travels in the environment.
@@ -61,9 +66,25 @@ def serve(
         raise typer.Exit(migration.returncode)
     from portside.server import serve as run_server
 
-    scheme = config.PREFERRED_URL_SCHEME
+    scheme = "https" if cert is not None else "http"
     typer.echo(f"Portside listening on {scheme}://{host}:{port}", err=True)
-    run_server(host, port, workers or config.SERVER_WORKERS)
+    run_server(host, port, workers or config.SERVER_WORKERS, ssl_cert=cert, ssl_key=key)
+
+
+def tls_files(config: PortsideConfig, cert: Path | None,
+              key: Path | None) -> tuple[Path | None, Path | None]:
+    """The certificate and key to serve with (flags win over the config), checked to be
+    readable; exits with a clear message otherwise."""
+    if cert is None and key is None and config.SSL_CERTIFICATE_PATH:
+        cert, key = Path(config.SSL_CERTIFICATE_PATH), Path(config.SSL_PRIVATE_KEY_PATH)
+    if (cert is None) != (key is None):
+        typer.echo("error: --ssl-cert and --ssl-key must be given together", err=True)
+        raise typer.Exit(2)
+    for label, path in (("certificate", cert), ("private key", key)):
+        if path is not None and not os.access(path, os.R_OK):
+            typer.echo(f"error: TLS {label} {path} is missing or unreadable", err=True)
+            raise typer.Exit(2)
+    return cert, key
 
 
 @config_app.command("validate")

@@ -640,6 +640,26 @@ class PortsideConfig(BaseModel):
             "(Portside-only key; at least 1)."
         ),
     )
+    SSL_CERTIFICATE_PATH: StrictStr = Field(
+        default="",
+        description=(
+            "PEM certificate (chain) to serve HTTPS with, together with "
+            "SSL_PRIVATE_KEY_PATH (Portside-only key; empty: plain HTTP, e.g. behind a "
+            "TLS-terminating load balancer)."
+        ),
+    )
+    SSL_PRIVATE_KEY_PATH: StrictStr = Field(
+        default="", description="PEM private key of SSL_CERTIFICATE_PATH (Portside-only key)."
+    )
+    TRUSTED_PROXIES: list[StrictStr] = Field(
+        default=[],
+        description=(
+            "Addresses or CIDR ranges of load balancers whose X-Forwarded-For and "
+            "X-Forwarded-Proto headers are believed (client address in the audit log and "
+            "login limits). Requests from anywhere else keep their own address "
+            "(Portside-only key)."
+        ),
+    )
     SERVER_WORKERS: StrictInt = Field(
         default=1,
         ge=1,
@@ -697,6 +717,22 @@ class PortsideConfig(BaseModel):
     @classmethod
     def _check_default_locations(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return _check_location_names(value, info, allow_empty=True)
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from None
+        return value
+
+    @model_validator(mode="after")
+    def _certificate_and_key_together(self) -> PortsideConfig:
+        if bool(self.SSL_CERTIFICATE_PATH) != bool(self.SSL_PRIVATE_KEY_PATH):
+            raise ValueError("SSL_CERTIFICATE_PATH and SSL_PRIVATE_KEY_PATH must be set together")
+        return self
 
     @model_validator(mode="after")
     def _default_expiration_is_an_option(self) -> PortsideConfig:

@@ -96,6 +96,9 @@ def test_portside_keys_with_quay_names_are_quay_keys() -> None:
         "OUTBOUND_CONNECT_TIMEOUT_S",
         "OUTBOUND_READ_TIMEOUT_S",
         "NOTIFICATION_FAILURE_LIMIT",
+        "SSL_CERTIFICATE_PATH",
+        "SSL_PRIVATE_KEY_PATH",
+        "TRUSTED_PROXIES",
     }
     fields = set(PortsideConfig.model_fields)
     assert fields - QUAY_CONFIG_KEYS == portside_only
