@@ -22,6 +22,9 @@ app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
 app.add_typer(gc_app, name="gc")
 
+#: Where ``portside install`` puts a registry unless told otherwise.
+DEFAULT_INSTALL_ROOT = (Path("/var/lib/portside") if os.geteuid() == 0
+                        else Path.home() / "portside-registry")
 ConfigOption = typer.Option(None, "--config", "-c",
                             help=f"config.yaml to use (default: ${CONFIG_ENV_VAR}, else built-in).")
 
@@ -171,6 +174,63 @@ def user_create(
     finally:
         services.close()
     typer.echo(f"created user {username}" + (" (superuser)" if superuser else ""))
+
+
+@app.command()
+def install(
+    hostname: str | None = typer.Option(None, "--hostname",
+                                        help="Name clients use (default: this host's FQDN)."),
+    port: int | None = typer.Option(None, "--port", help="HTTPS port (default 8443)."),
+    root: Path = typer.Option(DEFAULT_INSTALL_ROOT, "--root",
+                              help="Directory for config, data, keys and logs."),
+    init_user: str | None = typer.Option(None, "--init-user",
+                                         help="Initial superuser (default: init)."),
+    init_password: str | None = typer.Option(
+        None, "--init-password", help="Its password (default: generated and printed)."),
+    ssl_cert: Path | None = typer.Option(None, "--ssl-cert",
+                                         help="Your certificate (default: a private CA)."),
+    ssl_key: Path | None = typer.Option(None, "--ssl-key", help="Its private key."),
+) -> None:
+    """Install (or upgrade in place) a self-contained registry on this host and start it."""
+    from portside.install.installer import InstallError, InstallOptions
+    from portside.install.installer import install as run_install
+
+    options = InstallOptions(root=root, hostname=hostname, port=port, init_user=init_user,
+                             init_password=init_password, ssl_cert=ssl_cert, ssl_key=ssl_key)
+    try:
+        result = run_install(options, progress=lambda line: typer.echo(line, err=True))
+    except InstallError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Portside is {'upgraded' if result.upgraded else 'installed'} and running "
+               f"({result.service}).")
+    typer.echo(f"URL:      {result.url}")
+    typer.echo(f"User:     {result.username}")
+    typer.echo("Password: " + (result.password if result.password is not None
+                               else "(unchanged)"))
+    if result.ca_certificate is not None:
+        typer.echo(f"CA:       {result.ca_certificate}")
+        typer.echo(f"Trust it: podman login --cert-dir <dir holding a copy named ca.crt> "
+                   f"{result.url.removeprefix('https://')}")
+
+
+@app.command()
+def uninstall(
+    root: Path = typer.Option(DEFAULT_INSTALL_ROOT, "--root", help="The installation root."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Stop an installed registry and delete its root directory, data included."""
+    from portside.install.installer import InstallError
+    from portside.install.installer import uninstall as run_uninstall
+
+    if not yes and not typer.confirm(f"Remove the registry in {root} and all its data?"):
+        raise typer.Exit(1)
+    try:
+        run_uninstall(root, progress=lambda line: typer.echo(line, err=True))
+    except InstallError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Removed the registry in {root}.")
 
 
 @db_app.command("upgrade")

@@ -1,0 +1,1 @@
+"""``portside install`` / ``portside uninstall``: a self-contained registry on one host."""
