@@ -233,6 +233,56 @@ def uninstall(
     typer.echo(f"Removed the registry in {root}.")
 
 
+@app.command()
+def backup(
+    output: Path = typer.Option(..., "--output", "-o", help="The archive to write (.tar)."),
+    config_path: Path | None = ConfigOption,
+) -> None:
+    """Write a consistent archive of the database, config, keys and local blobs while the
+    registry keeps serving."""
+    config = _load(config_path)
+    from portside.backup.archive import create_backup
+    from portside.backup.database import BackupError
+
+    source = os.environ.get(CONFIG_ENV_VAR)
+    try:
+        summary = create_backup(config, Path(source) if source else None, output,
+                                progress=lambda line: typer.echo(line, err=True))
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {summary.path}: {summary.database} database, {summary.blobs} "
+               f"stored objects ({summary.bytes} bytes)")
+    for location in summary.skipped_locations:
+        typer.echo(f"note: storage location {location} is object storage and is not in "
+                   "the archive; back it up with the storage's own tools", err=True)
+
+
+@app.command()
+def restore(
+    archive: Path = typer.Argument(..., help="An archive written by portside backup."),
+    root: Path = typer.Option(..., "--root", help="A new or empty directory."),
+    db_uri: str | None = typer.Option(
+        None, "--db-uri", help="PostgreSQL backups: the empty database to restore into "
+        "(default: the one backed up)."),
+) -> None:
+    """Restore a backup onto a fresh root; prints how to start the restored registry."""
+    from portside.backup.database import BackupError
+    from portside.backup.restore import restore_backup
+
+    try:
+        summary = restore_backup(archive, root, db_uri,
+                                 progress=lambda line: typer.echo(line, err=True))
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored into {root}; start it with: "
+               f"portside serve --config {summary.config_path}")
+    for location in summary.skipped_locations:
+        typer.echo(f"note: storage location {location} still points at its object "
+                   "storage; restore that separately", err=True)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config_path: Path | None = ConfigOption) -> None:
     """Create or migrate the database schema to the latest version."""

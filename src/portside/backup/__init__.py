@@ -1,0 +1,1 @@
+"""``portside backup`` / ``portside restore``: a consistent archive of a registry."""
