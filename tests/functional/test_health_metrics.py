@@ -23,6 +23,7 @@ from functional.test_api_auth import make_token
 from functional.test_api_repositories import api, create, short
 from support.s3server import S3Endpoint, create_bucket, running_s3_server
 from support.server import postgres_database, running_registry
+from support.tcp_proxy import TcpProxy
 
 
 class S3Server:
@@ -205,3 +206,40 @@ def test_endtoend_fails_quickly_without_s3(
     # This process still serves from its preferred (local) location.
     instance = httpx.get(f"{deployment.url}/health/instance", timeout=30)
     assert instance.status_code == 200, instance.text
+    # The failure is counted for alerting (the "storage errors" rule).
+    assert sample(scrape(deployment.url), "portside_health_check_failures_total",
+                  check="storage:remote") >= 1
+
+
+def test_instance_health_follows_postgresql(backend: str, tmp_path: Path) -> None:
+    """PostgreSQL cut off: both checks answer 503 naming the database, quickly; back:
+    200 again without a restart."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL outage; the SQLite file cannot go away like a server")
+    with contextlib.ExitStack() as stack:
+        db_uri = stack.enter_context(postgres_database())
+        proxy = TcpProxy(("127.0.0.1", 5432))
+        stack.callback(proxy.cut)
+        proxied = db_uri.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        assert proxied != db_uri
+        registry = stack.enter_context(running_registry(
+            tmp_path, db_uri=proxied, LOGIN_FAILURE_LIMIT=0, METRICS_DATABASE_CACHE_S=0))
+        assert httpx.get(f"{registry.url}/health/instance", timeout=30).status_code == 200
+        proxy.cut()
+        started = time.monotonic()
+        broken = httpx.get(f"{registry.url}/health/instance", timeout=30)
+        assert time.monotonic() - started < 10
+        assert broken.status_code == 503, broken.text
+        assert broken.json()["data"]["services"]["database"] is False
+        assert httpx.get(f"{registry.url}/health/endtoend", timeout=30).status_code == 503
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while True:
+            healthy = httpx.get(f"{registry.url}/health/instance", timeout=30)
+            if healthy.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert healthy.status_code == 200, healthy.text
+        failures = sample(scrape(registry.url), "portside_health_check_failures_total",
+                          check="database")
+        assert failures >= 1

@@ -118,3 +118,18 @@ def test_forwarded_for_from_anyone_else_is_ignored(registry: Deployment) -> None
     # The main server trusts no proxy: the header cannot choose the logged address.
     with api(registry, "alice") as client:
         assert _robot_created_from(client, "203.0.113.9") == "127.0.0.1"
+
+
+def test_metrics_export_the_certificate_expiry(tls_registry: tuple[Deployment, Path]) -> None:
+    deployment, ca = tls_registry
+    from cryptography import x509
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served = Path(deployment.registry.config["SSL_CERTIFICATE_PATH"]).read_bytes()
+    expires = x509.load_pem_x509_certificate(served).not_valid_after_utc.timestamp()
+    text = httpx.get(f"{deployment.url}/metrics",
+                     verify=ssl.create_default_context(cafile=str(ca))).text
+    values = [sample.value for family in text_string_to_metric_families(text)
+              for sample in family.samples
+              if sample.name == "portside_tls_certificate_expiry_timestamp_seconds"]
+    assert values == [expires]

@@ -36,7 +36,8 @@ class HealthEndpoints:
     def __init__(self, services: Services) -> None:
         registry = services.registry
         self.checker = HealthChecker(services.db, registry.placements, registry.tokens)
-        self.collector = DatabaseCollector(services.db, services.config.METRICS_DATABASE_CACHE_S)
+        self.collector = DatabaseCollector(services.db, services.config.METRICS_DATABASE_CACHE_S,
+                                           services.config.SSL_CERTIFICATE_PATH or None)
 
     def routes(self) -> list[Route]:
         """The routes to mount at the application's root."""

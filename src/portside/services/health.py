@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from portside.auth.tokens import TokenService
 from portside.db.engine import Database
+from portside.services.metrics import HEALTH_CHECK_FAILURES
 from portside.storage.base import StorageDriver
 from portside.storage.local import LocalStorage
 from portside.storage.placements import Placements
@@ -82,9 +83,11 @@ class HealthChecker:
             await asyncio.wait_for(loop.run_in_executor(self._executor, check), self._timeout_s)
         except TimeoutError:
             log.warning("health check %s timed out after %.1fs", name, self._timeout_s)
+            HEALTH_CHECK_FAILURES.labels(name).inc()
             return False
         except Exception as exc:
             log.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
+            HEALTH_CHECK_FAILURES.labels(name).inc()
             return False
         return True
 

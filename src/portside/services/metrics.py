@@ -30,10 +30,18 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import distinct, func, select
 
 from portside.db.engine import Database
-from portside.db.models import GcRun, Namespace, QueueItem, Repository, User
+from portside.db.models import (
+    GcRun,
+    Namespace,
+    QueueItem,
+    RepoMirrorConfig,
+    Repository,
+    User,
+)
 from portside.services.queue import WorkQueue
 
-__all__ = ["CONTENT_TYPE_LATEST", "DatabaseCollector", "RequestMetrics", "render"]
+__all__ = ["CONTENT_TYPE_LATEST", "HEALTH_CHECK_FAILURES", "DatabaseCollector",
+           "RequestMetrics", "render"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -53,6 +61,11 @@ PULLS = Counter("portside_manifest_pulls_total", "Manifests pulled (GET)")
 BLOBS_UPLOADED = Counter("portside_blobs_uploaded_total", "Blob uploads completed")
 BLOB_BYTES_UPLOADED = Counter(
     "portside_blob_uploaded_bytes_total", "Bytes in completed blob uploads"
+)
+HEALTH_CHECK_FAILURES = Counter(
+    "portside_health_check_failures_total",
+    "Failed health checks by check (database, auth, storage:<location>)",
+    ["check"],
 )
 AUTH_RESULTS = Counter(
     "portside_registry_auth_total",
@@ -134,9 +147,12 @@ class DatabaseCollector(Collector):
     """Quay's row-count gauges, queue depth and garbage-collection figures, read from
     the database when scraped and reused for ``cache_s`` seconds."""
 
-    def __init__(self, db: Database, cache_s: float = 30.0) -> None:
+    def __init__(self, db: Database, cache_s: float = 30.0,
+                 certificate_path: str | None = None) -> None:
         self._db = db
         self._cache_s = cache_s
+        #: The served TLS certificate, whose expiry is exported (``None``: plain HTTP).
+        self._certificate_path = certificate_path
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
 
@@ -182,6 +198,11 @@ class DatabaseCollector(Collector):
                 .mappings()
                 .first()
             )
+            mirrors = conn.execute(
+                select(RepoMirrorConfig.sync_status, func.count(RepoMirrorConfig.id))
+                .group_by(RepoMirrorConfig.sync_status)
+            ).all()
+            last_mirror_sync = conn.scalar(select(func.max(RepoMirrorConfig.last_sync_at)))
             totals = conn.execute(
                 select(
                     func.coalesce(func.sum(GcRun.bytes_reclaimed), 0),
@@ -212,6 +233,25 @@ class DatabaseCollector(Collector):
             ("portside_gc_runs", "Completed garbage-collection passes", totals[3]),
         ):
             yield CounterMetricFamily(name, doc, value=int(value))
+        by_status = GaugeMetricFamily(
+            "portside_repo_mirrors", "Repository mirrors by sync status", labels=["status"]
+        )
+        for status, count in mirrors:
+            by_status.add_metric([str(status)], int(count))
+        yield by_status
+        if last_mirror_sync is not None:
+            yield GaugeMetricFamily(
+                "portside_repo_mirror_last_sync_timestamp_seconds",
+                "When the latest repository mirror sync ended",
+                value=_epoch(last_mirror_sync),
+            )
+        expiry = _certificate_expiry(self._certificate_path)
+        if expiry is not None:
+            yield GaugeMetricFamily(
+                "portside_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires",
+                value=expiry,
+            )
         if last is not None:
             yield GaugeMetricFamily(
                 "portside_gc_last_run_timestamp_seconds",
@@ -226,6 +266,20 @@ class DatabaseCollector(Collector):
             for figure in _GC_FIGURES:
                 gauge.add_metric([figure], int(last[figure] or 0))
             yield gauge
+
+
+def _certificate_expiry(path: str | None) -> float | None:
+    """The ``notAfter`` of the first certificate in a PEM file, as a Unix time."""
+    if not path:
+        return None
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as handle:
+            certificate = x509.load_pem_x509_certificate(handle.read())
+    except (OSError, ValueError):
+        return None
+    return certificate.not_valid_after_utc.timestamp()
 
 
 def _epoch(moment: datetime) -> float:
