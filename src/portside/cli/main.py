@@ -22,6 +22,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
 app.add_typer(gc_app, name="gc")
 
+#: Exit status of ``db upgrade --check-online`` when a check failed (not the migration).
+ONLINE_CHECK_FAILED = 3
 #: Where ``portside install`` puts a registry unless told otherwise.
 DEFAULT_INSTALL_ROOT = (Path("/var/lib/portside") if os.geteuid() == 0
                         else Path.home() / "portside-registry")
@@ -62,9 +64,15 @@ def serve(
     # Migrate in a short-lived child process: the server's main process then never
     # loads the application (SQLAlchemy, drivers, ...), and the workers it forks stay
     # small. The config path travels in the environment.
-    migration = subprocess.run([sys.executable, "-m", "portside", "db", "upgrade"],
-                               check=False, stdout=subprocess.DEVNULL)
-    if migration.returncode != 0:
+    # The same child then checks that every storage location (and SMTP) answers.
+    migration = subprocess.run([sys.executable, "-m", "portside", "db", "upgrade",
+                                "--check-online"], check=False, capture_output=True, text=True)
+    if migration.returncode == ONLINE_CHECK_FAILED:
+        _report_unreachable(migration.stdout, ignore=os.environ.get(
+            "IGNORE_VALIDATION", "").lower() in ("1", "true", "yes"))
+    elif migration.returncode != 0:
+        errors = [line for line in migration.stderr.splitlines() if line.startswith("error:")]
+        sys.stderr.write("\n".join(errors or migration.stderr.splitlines()[-20:]) + "\n")
         typer.echo("error: database migration failed", err=True)
         raise typer.Exit(migration.returncode)
     from portside.server import serve as run_server
@@ -72,6 +80,19 @@ def serve(
     scheme = "https" if cert is not None else "http"
     typer.echo(f"Portside listening on {scheme}://{host}:{port}", err=True)
     run_server(host, port, workers or config.SERVER_WORKERS, ssl_cert=cert, ssl_key=key)
+
+
+def _report_unreachable(output: str, ignore: bool) -> None:
+    """Refuse to start when a storage location or SMTP is unreachable
+    (``IGNORE_VALIDATION=true``: start anyway, with warnings)."""
+    for line in output.splitlines():
+        if line.startswith("error:"):
+            typer.echo(("warning: " + line.removeprefix("error: ")) if ignore else line,
+                       err=True)
+    if not ignore:
+        typer.echo("error: the configuration names something unreachable; fix it or set "
+                   "IGNORE_VALIDATION=true to start anyway", err=True)
+        raise typer.Exit(2)
 
 
 def tls_files(config: PortsideConfig, cert: Path | None,
@@ -91,8 +112,20 @@ def tls_files(config: PortsideConfig, cert: Path | None,
 
 
 @config_app.command("validate")
-def config_validate(path: Path = typer.Argument(..., help="The config.yaml to check.")) -> None:
-    """Check a configuration file without starting anything."""
+def config_validate(
+    path: Path | None = typer.Argument(
+        None, help="The config.yaml to check (default: --config or $PORTSIDE_CONFIG)."),
+    online: bool = typer.Option(False, "--online",
+                                help="Also connect to the database, storage and SMTP."),
+    config_path: Path | None = ConfigOption,
+) -> None:
+    """Check a configuration file; with --online, also what it points at."""
+    path = path or config_path or (Path(os.environ[CONFIG_ENV_VAR])
+                                   if os.environ.get(CONFIG_ENV_VAR) else None)
+    if path is None:
+        typer.echo("error: name the config file (argument, --config or $PORTSIDE_CONFIG)",
+                   err=True)
+        raise typer.Exit(2)
     problems, warnings = validate_file(path)
     for warning in warnings:
         typer.echo(f"warning: {warning}")
@@ -100,7 +133,20 @@ def config_validate(path: Path = typer.Argument(..., help="The config.yaml to ch
         typer.echo(f"error: {problem}")
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"{path}: configuration is valid")
+    if online:
+        config = _load(path)
+        from portside.services.config_checks import run_online_checks
+
+        failed = False
+        for result in run_online_checks(config):
+            if result.problem is None:
+                typer.echo(f"ok: {result.name}")
+            else:
+                failed = True
+                typer.echo(f"error: {result.name}: {result.problem}")
+        if failed:
+            raise typer.Exit(1)
+    typer.echo(f"{path}: configuration is valid" + (" and reachable" if online else ""))
 
 
 #: Keys whose values ``config print`` never shows.
@@ -284,16 +330,36 @@ def restore(
 
 
 @db_app.command("upgrade")
-def db_upgrade(config_path: Path | None = ConfigOption) -> None:
+def db_upgrade(
+    config_path: Path | None = ConfigOption,
+    check_online: bool = typer.Option(False, "--check-online", hidden=True,
+                                      help="Then run the online checks (used by serve)."),
+) -> None:
     """Create or migrate the database schema to the latest version."""
     config = _load(config_path)
+    from sqlalchemy.exc import OperationalError
+
     from portside.db.engine import create_db_engine
     from portside.db.migrate import upgrade
 
     engine = create_db_engine(config.DB_URI, config.DB_CONNECTION_ARGS)
-    upgrade(engine)
-    engine.dispose()
+    try:
+        upgrade(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        typer.echo(f"error: cannot reach the database: {reason}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
     typer.echo("database schema is up to date")
+    if check_online:
+        from portside.services.config_checks import run_online_checks
+
+        problems = [r for r in run_online_checks(config) if r.problem is not None]
+        for result in problems:
+            typer.echo(f"error: {result.name}: {result.problem}")
+        if problems:
+            raise typer.Exit(ONLINE_CHECK_FAILED)
 
 
 @gc_app.command("run")

@@ -58,7 +58,7 @@ class HealthChecker:
         checks: dict[str, Check] = {"database": self._database}
         preferred = self._placements.driver(self._placements.write_location)
         if isinstance(preferred, LocalStorage):
-            checks["storage"] = lambda: _storage_round_trip(preferred)
+            checks["storage"] = lambda: storage_round_trip(preferred)
         return await self._run(checks)
 
     async def endtoend(self) -> dict[str, bool]:
@@ -101,10 +101,10 @@ class HealthChecker:
 
 
 def _round_trip_check(driver: StorageDriver) -> Check:
-    return lambda: _storage_round_trip(driver)
+    return lambda: storage_round_trip(driver)
 
 
-def _storage_round_trip(driver: StorageDriver) -> None:
+def storage_round_trip(driver: StorageDriver) -> None:
     """Write, read back and delete a small object under ``health/``."""
     path = f"health/{uuid.uuid4().hex}"
     driver.put_bytes(path, _PAYLOAD)
