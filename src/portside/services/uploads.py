@@ -80,10 +80,13 @@ class UploadService:
         upload_id = str(uuid.uuid4())
         location = self._placements.write_location
         # The row comes first: storage data without a row is then always an orphan.
+        # Its timestamps come from this module's clock, the one the expiry cutoff uses.
+        now = utcnow()
         with self._db.session() as session:
             session.add(
                 BlobUpload(id=upload_id, repository_id=repository_id, size=0,
-                           location=location, storage_state={})
+                           location=location, storage_state={}, created_at=now,
+                           updated_at=now)
             )
         state = self._placements.driver(location).start_upload(upload_id)
         with self._db.session() as session:
