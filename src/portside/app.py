@@ -24,6 +24,7 @@ from portside.api.app import create_api
 from portside.api.errors import error_json
 from portside.api.health import ApiRequestMetrics, HealthEndpoints
 from portside.api.logs import export_service_for
+from portside.api.notifications import image_expiry_announcer_for, notification_delivery_for
 from portside.api.oauth import create_oauth
 from portside.api.signin import csrf_token
 from portside.auth.limits import LoginFailureLimiter
@@ -43,6 +44,8 @@ from portside.services.gc import garbage_collector_for
 from portside.services.log_exports import EXPORT_QUEUE
 from portside.services.login_audit import RegistryLoginAudit
 from portside.services.manifests import ManifestService
+from portside.services.notification_delivery import IMAGE_EXPIRY_INTERVAL_S
+from portside.services.notification_events import NOTIFICATION_QUEUE
 from portside.services.outbound import OutboundPolicy
 from portside.services.queue import WorkQueue
 from portside.services.quotas import QuotaGuard
@@ -151,7 +154,9 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
 def queue_handlers(services: Services) -> list[QueueHandler]:
     """The work-queue consumers that run inside the server in the all-in-one mode."""
     exports = export_service_for(services)
-    return [QueueHandler(EXPORT_QUEUE, exports.run, lease_s=300)]
+    return [QueueHandler(EXPORT_QUEUE, exports.run, lease_s=300),
+            QueueHandler(NOTIFICATION_QUEUE, notification_delivery_for(services).run,
+                         lease_s=120)]
 
 
 def background_jobs(services: Services) -> list[PeriodicJob]:
@@ -177,6 +182,8 @@ def background_jobs(services: Services) -> list[PeriodicJob]:
         app_tokens = AppTokenService(services.db)
         jobs.append(PeriodicJob("app-token-cleanup", 3600,
                                 lambda: app_tokens.purge_expired(retention)))
+    jobs.append(PeriodicJob("image-expiry-notifications", IMAGE_EXPIRY_INTERVAL_S,
+                            image_expiry_announcer_for(services).run_pass))
     # Read-only mode: nothing that deletes registry content runs.
     if config.FEATURE_AUTO_PRUNE and not config.read_only:
         jobs.append(PeriodicJob("auto-prune", config.AUTO_PRUNE_INTERVAL_S,

@@ -18,6 +18,7 @@ from portside.api import (
     immutability,
     logs,
     manifests,
+    notifications,
     organizations,
     permissions,
     prototypes,
@@ -31,6 +32,7 @@ from portside.api import (
     teams,
     user,
     user_initialize,
+    user_notifications,
 )
 from portside.api.errors import ApiError, error_json
 from portside.services.immutability import TagImmutable
@@ -65,6 +67,7 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(signin.router)
     api.include_router(user.router)
     api.include_router(credentials.router)
+    api.include_router(user_notifications.router)
     api.include_router(robots.router)
     api.include_router(organizations.router)
     api.include_router(teams.router)
@@ -77,6 +80,7 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(quotas.router)
     api.include_router(immutability.router)
     api.include_router(autoprune.router)
+    api.include_router(notifications.router)
     api.include_router(tags.router)
     api.include_router(manifests.router)
     api.include_router(logs.router)

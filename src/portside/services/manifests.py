@@ -44,7 +44,8 @@ from portside.services.errors import (
 )
 from portside.services.gc_locks import lock_digests
 from portside.services.labels import insert_manifest_labels, read_config_labels
-from portside.services.quotas import QuotaGuard
+from portside.services.notification_events import emit_event
+from portside.services.quotas import QuotaExceeded, QuotaGuard, announce_quota_error
 from portside.services.tag_history import active_clause, end_lapsed, is_lapsed, label_expiry_s
 from portside.storage.placements import Placements
 
@@ -247,9 +248,14 @@ class ManifestService:
                     if tag is not None:
                         pushed["tag"] = tag
                     record_for_repository(session, "push_repo", repository_id, audit, **pushed)
+                    if tag is not None:
+                        emit_event(session, repository_id, "repo_push", {"updated_tags": [tag]})
                 break
             except IntegrityError:
                 continue  # a concurrent push of the same manifest or tag; re-read and retry
+            except QuotaExceeded as exc:
+                announce_quota_error(self._db, repository_id, exc)
+                raise
         else:
             raise RuntimeError("could not store manifest after concurrent updates")
         return PushedManifest(digest, parsed.subject.digest if parsed.subject else None)

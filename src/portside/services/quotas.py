@@ -56,6 +56,7 @@ from portside.db.models import (
 from portside.oci.manifest import ParsedManifest
 from portside.services.audit import AuditContext, record
 from portside.services.errors import Denied
+from portside.services.notification_events import emit_event
 from portside.services.refusals import Forbidden, Invalid, NotFound, Refusal
 
 T = TypeVar("T")
@@ -92,6 +93,17 @@ QuotaError = Refusal
 
 class QuotaExceeded(Denied):
     """A push would bring its namespace over its ``Reject`` limit (OCI ``DENIED``, 403)."""
+
+
+def announce_quota_error(db: Database, repository_id: int, exc: QuotaExceeded) -> None:
+    """Raise the ``quota_error`` notification event for a refused push, in a transaction
+    of its own: the push's transaction rolls back, and the event must not."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    with db.session() as session:
+        emit_event(session, repository_id, "quota_error", {
+            "usage_bytes": detail.get("usage_bytes"),
+            "requested_bytes": detail.get("requested_bytes"),
+            "limit_bytes": detail.get("limit_bytes"), "message": exc.message})
 
 
 # --- usage ------------------------------------------------------------------------------
@@ -594,6 +606,10 @@ class QuotaGuard:
                              "usage_bytes": projected, "limit_bytes": size,
                              "quota_limit_bytes": limits.quota_bytes,
                              "threshold_percent": percent})
+            emit_event(session, repository_id, "quota_warning",
+                       {"usage_bytes": projected, "limit_bytes": size,
+                        "quota_limit_bytes": limits.quota_bytes,
+                        "threshold_percent": percent})
 
     @staticmethod
     def _added_bytes(session: Session, namespace_id: int, digests: set[str]) -> int:
