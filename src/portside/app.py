@@ -47,6 +47,7 @@ from portside.services.manifests import ManifestService
 from portside.services.notification_delivery import IMAGE_EXPIRY_INTERVAL_S
 from portside.services.notification_events import NOTIFICATION_QUEUE
 from portside.services.outbound import OutboundPolicy
+from portside.services.proxy_cache import ProxyCache
 from portside.services.queue import WorkQueue
 from portside.services.quotas import QuotaGuard
 from portside.services.repositories import RepositoryService
@@ -107,6 +108,8 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
     policy = Policy(
         anonymous_access=config.FEATURE_ANONYMOUS_ACCESS,
         create_namespace_on_push=config.CREATE_NAMESPACE_ON_PUSH,
+        proxy_cache=config.FEATURE_PROXY_CACHE,
+        proxy_cache_public=not config.CREATE_PRIVATE_REPO_ON_PUSH,
     )
     placements = build_placements(config)
     tokens = TokenService(db, audience=config.SERVER_HOSTNAME,
@@ -147,6 +150,10 @@ def build_services(config: PortsideConfig, migrate: bool = True) -> Services:
     )
     outbound = OutboundPolicy(config.SSRF_ALLOWED_HOSTS, config.OUTBOUND_CONNECT_TIMEOUT_S,
                               config.OUTBOUND_READ_TIMEOUT_S)
+    if config.FEATURE_PROXY_CACHE:
+        registry.proxy_cache = ProxyCache(
+            db, secret_box, outbound, registry.manifests, registry.blobs, registry.uploads,
+            create_public=not config.CREATE_PRIVATE_REPO_ON_PUSH)
     return Services(config=config, db=db, registry=registry, sessions=SessionService(db),
                     secret_box=secret_box, outbound=outbound)
 

@@ -57,6 +57,13 @@ PROFILES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "strict-credentials": ({"LOGIN_FAILURE_LIMIT": 0,
                             "FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH": True,
                             "APP_SPECIFIC_TOKEN_EXPIRATION": "1h"}, ("alice",)),
+    # Pull-through proxy-cache organizations with upstreams on loopback; cached
+    # repositories private ("proxy-cache-public": public, anonymous pulls allowed).
+    "proxy-cache": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_PROXY_CACHE": True,
+                     "SSRF_ALLOWED_HOSTS": LOOPBACK}, ("alice", "bob", "carol")),
+    "proxy-cache-public": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_PROXY_CACHE": True,
+                            "CREATE_PRIVATE_REPO_ON_PUSH": False,
+                            "SSRF_ALLOWED_HOSTS": LOOPBACK}, ("alice",)),
 }
 
 

@@ -22,6 +22,7 @@ from portside.api import (
     organizations,
     permissions,
     prototypes,
+    proxy_cache,
     quotas,
     repositories,
     robots,
@@ -78,6 +79,7 @@ def create_api(services: Services) -> FastAPI:
     # Before repositories: its {repository:path} routes would swallow these paths.
     api.include_router(permissions.router)
     api.include_router(quotas.router)
+    api.include_router(proxy_cache.router)
     api.include_router(immutability.router)
     api.include_router(autoprune.router)
     api.include_router(notifications.router)

@@ -97,6 +97,8 @@ class RepositoryFacts:
     public: bool = False
     #: Quay's repository state: ``NORMAL``, ``READ_ONLY`` or ``MIRROR``.
     state: str = "NORMAL"
+    #: The namespace is a proxy-cache organization (``ProxyCacheConfig``).
+    proxy_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,11 @@ class Policy:
 
     anonymous_access: bool = True
     create_namespace_on_push: bool = False
+    #: ``FEATURE_PROXY_CACHE``: proxy-cache organizations follow their own rules.
+    proxy_cache: bool = False
+    #: Repositories a proxy cache creates on pull are public
+    #: (``CREATE_PRIVATE_REPO_ON_PUSH: false``), so anyone may pull them.
+    proxy_cache_public: bool = False
 
 
 def allowed_actions(subject: Subject, facts: RepositoryFacts, policy: Policy) -> frozenset[Action]:
@@ -128,10 +135,23 @@ def allowed_actions(subject: Subject, facts: RepositoryFacts, policy: Policy) ->
         policy.anonymous_access or not subject.anonymous
     ):
         granted = granted | {Action.PULL}
+    proxy_cache = facts.proxy_cache and policy.proxy_cache
+    if proxy_cache and (
+        (facts.namespace_role is not None and not subject.anonymous)
+        or (not facts.repository_exists and policy.proxy_cache_public
+            and (policy.anonymous_access or not subject.anonymous))
+    ):
+        # A pull-through cache (docs/proxy-cache.md): every member of the organization
+        # pulls every repository, existing or not (the pull creates it); anyone else
+        # only when the repositories it creates would be public (existing ones: their
+        # public flag, above).
+        granted = granted | {Action.PULL}
     if not granted:
         return NO_ACTIONS
     if facts.state in ("READ_ONLY", "MIRROR"):
         granted = granted - {Action.PUSH, Action.DELETE}
+    if proxy_cache:
+        granted = granted - {Action.PUSH}  # content comes from the upstream only
     if subject.scopes is not None:
         granted = granted & scope_actions(subject.scopes, facts.repository_exists)
     return granted

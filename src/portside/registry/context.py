@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portside.auth.limits import LoginFailureLimiter
 from portside.auth.permissions import Policy
@@ -17,6 +18,9 @@ from portside.services.repositories import RepositoryService
 from portside.services.uploads import UploadService
 from portside.services.users import UserService
 from portside.storage.placements import Placements
+
+if TYPE_CHECKING:
+    from portside.services.proxy_cache import ProxyCache
 
 
 @dataclass
@@ -48,3 +52,6 @@ class RegistryContext:
     #: Records ``/v2/auth`` and Basic-auth logins (``None``: ``ACTION_LOG_AUDIT_LOGINS``
     #: is off).
     login_audit: RegistryLoginAudit | None = None
+    #: Pull-through caching of proxy-cache organizations (``None``:
+    #: ``FEATURE_PROXY_CACHE`` is off).
+    proxy_cache: ProxyCache | None = None

@@ -20,6 +20,7 @@ from portside.auth.permissions import (
 from portside.db.engine import Database
 from portside.db.models import (
     Namespace,
+    ProxyCacheConfig,
     Repository,
     RepositoryPermission,
     Team,
@@ -66,9 +67,11 @@ _LOOKUP = (
         Repository.id.label("repo_id"),
         Repository.public,
         Repository.state,
+        ProxyCacheConfig.id.label("proxy_cache_id"),
     )
     .select_from(Namespace)
     .outerjoin(User, User.namespace_id == Namespace.id)
+    .outerjoin(ProxyCacheConfig, ProxyCacheConfig.namespace_id == Namespace.id)
     .outerjoin(
         Repository,
         and_(Repository.namespace_id == Namespace.id,
@@ -122,6 +125,7 @@ def lookup_in_session(session: Session | Connection, namespace_name: str, repo_n
         repository_role=repository_role,
         public=bool(row.public),
         state=row.state or "NORMAL",
+        proxy_cache=row.proxy_cache_id is not None,
     )
     if row.repo_id is None:
         return Lookup(facts, None)

@@ -14,6 +14,7 @@ from portside.oci.digest import InvalidDigest, parse_digest
 from portside.registry.access import authorize, authorize_then
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
+from portside.registry.handlers import proxy
 from portside.registry.http import empty
 from portside.registry.ranges import UnsatisfiableRange, parse_read_range
 from portside.services.blobs import BlobInfo
@@ -69,6 +70,11 @@ def _blob_headers(blob: BlobInfo) -> dict[str, str]:
 
 async def head_blob(request: Request, ctx: RegistryContext, name: str, digest: str) -> Response:
     """Report whether the blob exists in the repository, and its size."""
+    if ctx.proxy_cache is not None:
+        check_digest(digest)
+        proxied = await proxy.blob_response(request, ctx, name, digest)
+        if proxied is not None:
+            return proxied
     blob = await find_blob(request, ctx, name, digest)
     headers = _blob_headers(blob)
     headers["Content-Length"] = str(blob.size)
@@ -78,6 +84,11 @@ async def head_blob(request: Request, ctx: RegistryContext, name: str, digest: s
 
 async def get_blob(request: Request, ctx: RegistryContext, name: str, digest: str) -> Response:
     """Stream the blob: zero-copy from local disk, a redirect or a proxy for object storage."""
+    if ctx.proxy_cache is not None:
+        check_digest(digest)
+        proxied = await proxy.blob_response(request, ctx, name, digest)
+        if proxied is not None:
+            return proxied
     blob = await find_blob(request, ctx, name, digest)
     location = ctx.placements.read_location(blob.locations)
     driver = ctx.placements.driver(location)

@@ -13,6 +13,7 @@ from portside.oci.digest import is_digest
 from portside.registry.access import authorize, authorize_then, client_address, split_name
 from portside.registry.context import RegistryContext
 from portside.registry.errors import API_VERSION_HEADER
+from portside.registry.handlers import proxy
 from portside.registry.handlers.blobs import existing_repository_id
 from portside.registry.http import empty, read_limited
 from portside.services.audit import AuditContext
@@ -23,6 +24,10 @@ async def get_manifest(request: Request, ctx: RegistryContext, name: str,
                        reference: str) -> Response:
     """Serve the stored bytes with their media type and digest (HEAD: headers only)."""
     check_reference(reference)
+    if ctx.proxy_cache is not None:
+        proxied = await proxy.manifest_response(request, ctx, name, reference)
+        if proxied is not None:
+            return proxied
     identity, lookup, manifest = await authorize_then(
         request, ctx, name, Action.PULL,
         lambda repo, connection: ctx.manifests.get(repo.id, reference, connection),
