@@ -394,6 +394,10 @@ def test_client_going_away_stores_nothing(cache: Deployment, upstream: Distribut
     # A full pull later gets (and caches) the right bytes.
     complete = get_blob(alice, repo, digest)
     assert complete.status_code == 200 and complete.content == layer
+    # The blob is committed once its last bytes were verified, just after they were sent.
+    deadline = time.monotonic() + 15
+    while stored_blob_and_uploads(cache, digest) != (True, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert stored_blob_and_uploads(cache, digest) == (True, 0)
 
 
