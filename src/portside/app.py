@@ -56,6 +56,7 @@ from portside.services.uploads import UploadService
 from portside.services.users import UserService
 from portside.storage.drivers import create_driver
 from portside.storage.placements import Placements
+from portside.workers.mirror_worker import mirror_worker_for
 from portside.workers.periodic import PeriodicJob, run_forever
 from portside.workers.queue_worker import QueueHandler, QueueWorker
 
@@ -241,6 +242,8 @@ def create_app(config: PortsideConfig, migrate: bool = True,
             tasks = [asyncio.create_task(run_forever(job)) for job in background_jobs(services)]
             tasks.append(asyncio.create_task(
                 QueueWorker(WorkQueue(services.db), queue_handlers(services)).run()))
+            if config.FEATURE_REPO_MIRROR and not config.read_only:
+                tasks.append(asyncio.create_task(mirror_worker_for(services).run()))
         # Pull entries are buffered in this process, so every process flushes its own.
         if services.registry.pull_log is not None:
             tasks.append(asyncio.create_task(services.registry.pull_log.run()))

@@ -57,6 +57,14 @@ PROFILES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "strict-credentials": ({"LOGIN_FAILURE_LIMIT": 0,
                             "FEATURE_REQUIRE_ENCRYPTED_BASIC_AUTH": True,
                             "APP_SPECIFIC_TOKEN_EXPIRATION": "1h"}, ("alice",)),
+    # Repository mirroring: a worker pass every second, rollback of failed syncs
+    # ("mirror-best-effort": without), upstreams on loopback.
+    "mirror": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_REPO_MIRROR": True,
+                "REPO_MIRROR_INTERVAL": 1, "REPO_MIRROR_ROLLBACK": True,
+                "SSRF_ALLOWED_HOSTS": LOOPBACK}, ("alice", "bob")),
+    "mirror-best-effort": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_REPO_MIRROR": True,
+                            "REPO_MIRROR_INTERVAL": 1, "SSRF_ALLOWED_HOSTS": LOOPBACK},
+                           ("alice",)),
     # Pull-through proxy-cache organizations with upstreams on loopback; cached
     # repositories private ("proxy-cache-public": public, anonymous pulls allowed).
     "proxy-cache": ({"LOGIN_FAILURE_LIMIT": 0, "FEATURE_PROXY_CACHE": True,

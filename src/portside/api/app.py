@@ -18,6 +18,7 @@ from portside.api import (
     immutability,
     logs,
     manifests,
+    mirror,
     notifications,
     organizations,
     permissions,
@@ -25,6 +26,7 @@ from portside.api import (
     proxy_cache,
     quotas,
     repositories,
+    repository_state,
     robots,
     signin,
     stars,
@@ -81,6 +83,8 @@ def create_api(services: Services) -> FastAPI:
     api.include_router(quotas.router)
     api.include_router(proxy_cache.router)
     api.include_router(immutability.router)
+    api.include_router(mirror.router)
+    api.include_router(repository_state.router)
     api.include_router(autoprune.router)
     api.include_router(notifications.router)
     api.include_router(tags.router)

@@ -97,6 +97,9 @@ class RepositoryFacts:
     public: bool = False
     #: Quay's repository state: ``NORMAL``, ``READ_ONLY`` or ``MIRROR``.
     state: str = "NORMAL"
+    #: The subject is the robot of the repository's mirror configuration: the only one
+    #: who may push while the state is ``MIRROR``.
+    mirror_robot: bool = False
     #: The namespace is a proxy-cache organization (``ProxyCacheConfig``).
     proxy_cache: bool = False
 
@@ -146,9 +149,12 @@ def allowed_actions(subject: Subject, facts: RepositoryFacts, policy: Policy) ->
         # only when the repositories it creates would be public (existing ones: their
         # public flag, above).
         granted = granted | {Action.PULL}
+    if facts.state == "MIRROR" and facts.mirror_robot and not subject.anonymous:
+        # Quay: the mirror's robot pushes, superseding the repository's permissions.
+        granted = granted | {Action.PULL, Action.PUSH}
     if not granted:
         return NO_ACTIONS
-    if facts.state in ("READ_ONLY", "MIRROR"):
+    if facts.state == "READ_ONLY" or (facts.state == "MIRROR" and not facts.mirror_robot):
         granted = granted - {Action.PUSH, Action.DELETE}
     if proxy_cache:
         granted = granted - {Action.PUSH}  # content comes from the upstream only

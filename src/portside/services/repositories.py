@@ -21,6 +21,7 @@ from portside.db.engine import Database
 from portside.db.models import (
     Namespace,
     ProxyCacheConfig,
+    RepoMirrorConfig,
     Repository,
     RepositoryPermission,
     Team,
@@ -92,6 +93,9 @@ _REPOSITORY_ROLES = select(RepositoryPermission.role).where(
         RepositoryPermission.team_id.in_(_SUBJECT_TEAMS)),
 )
 
+_MIRROR_ROBOT = select(RepoMirrorConfig.robot_id).where(
+    RepoMirrorConfig.repository_id == bindparam("repo_id"))
+
 
 def lookup_in_session(session: Session | Connection, namespace_name: str, repo_name: str,
                       user_id: int | None = None) -> Lookup:
@@ -118,6 +122,9 @@ def lookup_in_session(session: Session | Connection, namespace_name: str, repo_n
             repository_role = strongest_repository_role(session.execute(
                 _REPOSITORY_ROLES, {"repo_id": row.repo_id, "user_id": user_id}
             ).scalars())
+    # Only a mirrored repository costs this query: its robot is the one pusher allowed.
+    mirror_robot = (row.state == "MIRROR" and user_id is not None and session.execute(
+        _MIRROR_ROBOT, {"repo_id": row.repo_id}).scalar() == user_id)
     facts = RepositoryFacts(
         namespace_exists=True,
         namespace_role=namespace_role,
@@ -125,6 +132,7 @@ def lookup_in_session(session: Session | Connection, namespace_name: str, repo_n
         repository_role=repository_role,
         public=bool(row.public),
         state=row.state or "NORMAL",
+        mirror_robot=mirror_robot,
         proxy_cache=row.proxy_cache_id is not None,
     )
     if row.repo_id is None:
