@@ -196,6 +196,16 @@ def test_tls_with_ca_bundle_and_basic_auth(secure: Distribution) -> None:
     assert run(lambda c: c.get_manifest(repo, "1.36"), insecure).content == image.manifest
 
 
+def test_private_ca_in_the_host_trust_store(secure: Distribution,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CA the host trusts (here via ``SSL_CERT_FILE``, as after
+    ``update-ca-certificates``) verifies with plain ``verify_tls``."""
+    assert secure.ca_path is not None
+    monkeypatch.setenv("SSL_CERT_FILE", str(secure.ca_path))
+    settings = UpstreamSettings(secure.host, UPSTREAM_USER, UPSTREAM_PASSWORD)
+    run(lambda c: c.ping(), settings)
+
+
 @pytest.mark.parametrize(("username", "password"), [
     (UPSTREAM_USER, "wrong-password-xyz"), (None, None), ("nobody", "wrong-password-xyz"),
 ])

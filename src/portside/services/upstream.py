@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import certifi
 import httpx
 
 from portside.oci import mediatypes as mt
@@ -220,6 +221,15 @@ class _Token:
     expires: float
 
 
+def _system_and_public_trust() -> ssl.SSLContext:
+    """The host's trust store (where operators add a private CA, e.g. with Debian's
+    ``update-ca-certificates``, or name one with ``SSL_CERT_FILE``) plus the public CAs
+    httpx ships with, so public registries verify even where the host has none."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
 class UpstreamClient:
     """Talks to one upstream registry: anonymous, Basic or Bearer-token auth (the
     ``WWW-Authenticate`` challenge is answered once per repository and scope, tokens are
@@ -241,7 +251,7 @@ class UpstreamClient:
         elif settings.ca_bundle:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
         else:
-            verify = True
+            verify = _system_and_public_trust()
         kwargs: dict[str, Any] = {"verify": verify, "follow_redirects": False,
                                   # Only the configured proxy; no proxies or netrc
                                   # credentials picked up from the environment.
