@@ -50,9 +50,9 @@ from functional.test_api_mirror import (  # noqa: E402
     set_state,
 )
 from functional.test_api_repositories import api  # noqa: E402
-from functional.test_mirror_sync import ThrottledProxy  # noqa: E402
 from support.distribution import running_distribution  # noqa: E402
 from support.server import RunningRegistry, postgres_database, running_registry  # noqa: E402
+from support.tcp_proxy import TcpProxy  # noqa: E402
 
 
 def seed_upstream(client: Any, repo: str, tags: int, shared: int, shared_size: int,
@@ -111,7 +111,7 @@ def run_portside(registry: RunningRegistry, upstream_port: int, repo: str,
     with closing(api(deployment, "alice", SCOPES)) as alice:  # type: ignore[arg-type]
         local = make_repo(alice)
         robot, _ = make_robot(alice)
-        proxy = ThrottledProxy(upstream_port)
+        proxy = TcpProxy(upstream_port)
         try:
             created = alice.post(f"/repository/{local}/mirror",
                                  json=mirror_body(f"{proxy.host}/{repo}", robot))
@@ -144,7 +144,7 @@ def run_skopeo(upstream_port: int, repo: str, work: Path) -> list[tuple[str, flo
     for every image) and into a second docker-registry (a blob the destination has is
     skipped), twice (the directory transport refuses to overwrite: a fresh one)."""
     results = []
-    proxy = ThrottledProxy(upstream_port)
+    proxy = TcpProxy(upstream_port)
     try:
         with running_distribution(work / "skopeo-target") as target:
             runs: list[tuple[str, list[str]]] = [

@@ -218,7 +218,7 @@ def test_instance_health_follows_postgresql(backend: str, tmp_path: Path) -> Non
         pytest.skip("a PostgreSQL outage; the SQLite file cannot go away like a server")
     with contextlib.ExitStack() as stack:
         db_uri = stack.enter_context(postgres_database())
-        proxy = TcpProxy(("127.0.0.1", 5432))
+        proxy = TcpProxy(5432)
         stack.callback(proxy.cut)
         proxied = db_uri.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         assert proxied != db_uri

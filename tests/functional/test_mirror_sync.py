@@ -10,11 +10,8 @@ and credentials kept out of API answers, the server log and process lists.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -45,6 +42,7 @@ from support.distribution import (
     distribution_available,
     running_distribution,
 )
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(not distribution_available(),
                                 reason="Debian's docker-registry is not installed")
@@ -53,75 +51,6 @@ SECRET = "mirror-Upstream-S3cret-pw"
 
 
 # --- helpers --------------------------------------------------------------------------------
-class ThrottledProxy:
-    """A TCP relay on loopback in front of an upstream: slows the upstream's answers to
-    ``rate`` bytes per second (``None``: full speed), counts the bytes it relays, and can
-    be cut (``stop``: the listener and every connection close, as a dying upstream)."""
-
-    def __init__(self, target_port: int, rate: float | None = None) -> None:
-        self.target_port = target_port
-        self.rate = rate
-        self.bytes_down = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._stopped:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True),
-                             daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
-        chunk = 16384 if self.rate is None or not down else max(1024, int(self.rate / 20))
-        try:
-            while True:
-                data = source.recv(chunk)
-                if not data:
-                    break
-                if down:
-                    with self._lock:
-                        self.bytes_down += len(data)
-                    if self.rate is not None:
-                        time.sleep(len(data) / self.rate)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
-
-    def stop(self) -> None:
-        self._stopped = True
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-
 @pytest.fixture
 def mirror_registry(registries: RegistryPool) -> Iterator[Deployment]:
     """The ``mirror`` profile (rollback on failure); users alice and bob."""
@@ -185,7 +114,7 @@ def change(client: httpx.Client, repo: str, **fields: Any) -> None:
     assert response.status_code == 201, response.text
 
 
-def wait_for_bytes(proxy: ThrottledProxy, count: int, timeout: float = 30) -> None:
+def wait_for_bytes(proxy: TcpProxy, count: int, timeout: float = 30) -> None:
     """Wait until the upstream sent ``count`` bytes through ``proxy`` (the sync runs)."""
     deadline = time.monotonic() + timeout
     while proxy.bytes_down < count:
@@ -252,7 +181,7 @@ def test_blobs_already_stored_are_not_fetched_again(mirror_registry: Deployment,
         start_mirror(alice, first, f"{upstream.host}/lib/shared", robot)
         assert wait_status(alice, first, ("SUCCESS", "FAIL"))["sync_status"] == "SUCCESS"
         # A second mirror of the same content: its blobs are linked, not downloaded.
-        proxy = ThrottledProxy(upstream.port)
+        proxy = TcpProxy(upstream.port)
         try:
             second = make_repo(alice)
             start_mirror(alice, second, f"{proxy.host}/lib/shared", robot)
@@ -511,7 +440,7 @@ def test_cancel_and_upstream_disappearing(mirror_registry: Deployment,
             up.push_image("slow/app", f"t{number:02}", layer_size=100_000)
         robot, _ = make_robot(alice)
         # About 10 s of transfer: a cancel and a cut land mid-sync.
-        proxy = ThrottledProxy(upstream.port, rate=200_000)
+        proxy = TcpProxy(upstream.port, rate=200_000)
         try:
             repo = make_repo(alice)
             start_mirror(alice, repo, f"{proxy.host}/slow/app", robot)
@@ -548,7 +477,7 @@ def test_sync_timeout(best_effort_registry: Deployment, upstream: Distribution) 
         for number in range(6):
             up.push_image("timeout/app", f"t{number}", layer_size=100_000)
         robot, _ = make_robot(alice)
-        proxy = ThrottledProxy(upstream.port, rate=100_000)
+        proxy = TcpProxy(upstream.port, rate=100_000)
         try:
             repo = make_repo(alice)
             start_mirror(alice, repo, f"{proxy.host}/timeout/app", robot, sync_timeout_s=2)
@@ -568,7 +497,7 @@ def test_worker_killed_mid_sync_is_taken_over(mirror_registry: Deployment,
         digests = {f"t{n:02}": up.push_image("crash/app", f"t{n:02}",
                                              layer_size=100_000).digest
                    for n in range(12)}
-    proxy = ThrottledProxy(upstream.port, rate=200_000)
+    proxy = TcpProxy(upstream.port, rate=200_000)
     try:
         with closing(api(mirror_registry, "alice", SCOPES)) as alice:
             repo = make_repo(alice)
