@@ -337,6 +337,31 @@ def test_authorization_code_flow_is_single_use(registry: Deployment) -> None:
         assert_error(client.get("/user/"), 401)
 
 
+def test_a_revoked_token_cannot_be_minted_again_from_its_code(registry: Deployment) -> None:
+    app = create_app(registry, new_org(registry))
+    exchange = {"grant_type": "authorization_code", "client_id": app["client_id"],
+                "client_secret": app["client_secret"],
+                "code": _code(registry, app["client_id"], "user:read"),
+                "redirect_uri": REDIRECT}
+    url = f"{registry.url}/oauth/access_token"
+    granted = httpx.post(url, data=exchange)
+    assert granted.status_code == 200, granted.text
+    token = granted.json()["access_token"]
+    with api(registry, "alice", "user:admin") as alice:
+        mine = [a for a in alice.get("/user/authorizations").json()["authorizations"]
+                if a["application"]["clientId"] == app["client_id"]]
+        assert alice.delete(f"/user/authorizations/{mine[0]['uuid']}").status_code == 204
+        # Revoked tokens leave the list at once.
+        assert not [a for a in alice.get("/user/authorizations").json()["authorizations"]
+                    if a["application"]["clientId"] == app["client_id"]]
+    # The code is still within its lifetime, but it cannot bring the token back.
+    for _attempt in range(2):
+        again = httpx.post(url, data=exchange)
+        assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    with bearer(registry, token) as client:
+        assert_error(client.get("/user/"), 401)
+
+
 def test_code_is_bound_to_its_client(registry: Deployment) -> None:
     org = new_org(registry)
     first, second = create_app(registry, org), create_app(registry, org)

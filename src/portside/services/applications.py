@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -417,8 +417,7 @@ class ApplicationService:
         except IntegrityError:
             # Redeemed before: the code may have leaked, so revoke what it gave.
             with self._db.session() as session:
-                session.execute(delete(AccessToken).where(
-                    AccessToken.token_hash == token_digest(token)))
+                _expire_now(session, AccessToken.token_hash == token_digest(token))
             raise InvalidGrant("The code was already used") from None
         return IssuedToken(token, scopes, self._token_lifetime_s)
 
@@ -443,14 +442,18 @@ class ApplicationService:
         return self._authorization(*row)
 
     def revoke(self, subject: Subject, authorization_id: str) -> None:
-        """Delete one of ``subject``'s application tokens (it stops working at once)."""
+        """Revoke one of ``subject``'s application tokens: it stops working at once.
+
+        The row stays, expired, as a tombstone: its unique hash makes a second
+        redemption of the authorization code that issued it fail (and a deleted row
+        would let that code mint the token again while the code is still valid).
+        """
         user_id = self._person(subject)
         with self._db.session() as session:
-            removed = session.execute(delete(AccessToken).where(
-                AccessToken.id == self._authorization_id(authorization_id),
-                AccessToken.user_id == user_id,
-                AccessToken.application_id.is_not(None)))
-            if not removed.rowcount:  # type: ignore[attr-defined]
+            revoked = _expire_now(
+                session, AccessToken.id == self._authorization_id(authorization_id),
+                AccessToken.user_id == user_id, AccessToken.application_id.is_not(None))
+            if not revoked:
                 raise NotFound("Unknown authorization")
 
     # --- helpers ------------------------------------------------------------------
@@ -567,7 +570,8 @@ class ApplicationService:
     def _authorization_query() -> Any:
         return (select(AccessToken, OAuthApplication, Namespace.name)
                 .join(OAuthApplication, OAuthApplication.id == AccessToken.application_id)
-                .join(Namespace, Namespace.id == OAuthApplication.namespace_id))
+                .join(Namespace, Namespace.id == OAuthApplication.namespace_id)
+                .where(_live()))
 
     @staticmethod
     def _authorization_id(value: str) -> int:
@@ -581,3 +585,14 @@ class ApplicationService:
                              app.application_uri or "", app.avatar_email,
                              tuple(token.scopes.split()), token.created_at, token.expires_at)
 
+
+def _live() -> Any:
+    """Tokens that have not expired (or been revoked, which expires them)."""
+    return or_(AccessToken.expires_at.is_(None), AccessToken.expires_at > utcnow())
+
+
+def _expire_now(session: Session, *conditions: Any) -> int:
+    """Expire the live tokens matching ``conditions``; returns how many."""
+    result = session.execute(update(AccessToken).where(_live(), *conditions)
+                             .values(expires_at=utcnow()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
