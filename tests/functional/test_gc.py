@@ -266,6 +266,33 @@ def test_deleted_organization_is_purged_and_its_name_reusable(
     assert f"sha256:{_hex(layer)}" not in storage_files(gc_registry)
 
 
+def test_a_new_organization_does_not_inherit_a_purged_ones_log(
+    gc_registry: Deployment, services: Services, alice: RegistryClient
+) -> None:
+    """SQLite reuses the id of the newest row once it is deleted: the purged
+    organization's audit entries must not show up in the next organization's log."""
+    token = make_token(
+        gc_registry, "alice", "repo:admin repo:read repo:write repo:create org:admin user:admin"
+    )
+    old, new = f"gcold{uuid.uuid4().hex[:8]}", f"gcnew{uuid.uuid4().hex[:8]}"
+    with httpx.Client(
+        base_url=f"{gc_registry.url}/api/v1", headers={"Authorization": f"Bearer {token}"}
+    ) as api:
+        assert api.post("/organization/", json={"name": old}).status_code == 201
+        image_with(alice, f"{old}/app", "latest", [os.urandom(120)])
+        assert api.put(f"/organization/{old}/team/devs",
+                       json={"role": "member"}).status_code == 200
+        assert api.delete(f"/organization/{old}").status_code == 204
+        assert collect(services).namespaces_purged >= 1
+        assert api.post("/organization/", json={"name": new}).status_code == 201
+        image_with(alice, f"{new}/app", "latest", [os.urandom(120)])
+        org_kinds = [e["kind"] for e in api.get(f"/organization/{new}/logs").json()["logs"]]
+        repo_kinds = [e["kind"] for e in
+                      api.get(f"/repository/{new}/app/logs").json()["logs"]]
+    assert org_kinds == ["push_repo", "create_repo", "org_create"]
+    assert repo_kinds == ["push_repo", "create_repo"]
+
+
 def test_dry_run_changes_nothing_and_predicts_the_pass(
     gc_registry: Deployment, services: Services, alice: RegistryClient
 ) -> None:

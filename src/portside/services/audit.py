@@ -371,10 +371,19 @@ class AuditLogService:
     def _filtered(self, session: Session, scope: LogScope, start: datetime, end: datetime,
                   performer: str | None) -> Any:
         query = select(LogEntry).where(LogEntry.created_at >= start, LogEntry.created_at < end)
+        # Entries only name ids, and SQLite hands the id of a purged namespace or
+        # repository to the next one created: entries older than the namespace or
+        # repository itself belong to an earlier owner of its id.
         if scope.namespace_id is not None:
-            query = query.where(LogEntry.namespace_id == scope.namespace_id)
+            query = query.where(
+                LogEntry.namespace_id == scope.namespace_id,
+                LogEntry.created_at >= select(Namespace.created_at)
+                .where(Namespace.id == scope.namespace_id).scalar_subquery())
         if scope.repository_id is not None:
-            query = query.where(LogEntry.repository_id == scope.repository_id)
+            query = query.where(
+                LogEntry.repository_id == scope.repository_id,
+                LogEntry.created_at >= select(Repository.created_at)
+                .where(Repository.id == scope.repository_id).scalar_subquery())
         if scope.performer_id is not None:
             query = query.where(LogEntry.performer_id == scope.performer_id)
         if performer:
