@@ -97,38 +97,68 @@ def policy_view(info: ImmutabilityPolicyInfo) -> dict[str, Any]:
     }
 
 
+# --- one implementation per operation, for namespaces (name None) and repositories ---
+async def _list(request: Request, caller: Caller, namespace: str,
+                name: str | None) -> dict[str, Any]:
+    infos = await policy_call(immutability_of(request).policies, signed_in(caller),
+                              namespace, name)
+    return {"policies": [policy_view(info) for info in infos]}
+
+
+async def _create(request: Request, caller: Caller, namespace: str, name: str | None,
+                  body: ImmutabilityPolicyConfig) -> dict[str, Any]:
+    subject = signed_in(caller)
+    service = immutability_of(request)
+    info = await policy_call(
+        lambda: service.create(subject, namespace, name, tag_pattern=body.tagPattern,
+                               tag_pattern_matches=body.tagPatternMatches,
+                               ip=client_address(request)))
+    return {"uuid": info.uuid}
+
+
+async def _get(request: Request, caller: Caller, namespace: str, name: str | None,
+               policy_uuid: str) -> dict[str, Any]:
+    info = await policy_call(immutability_of(request).get, signed_in(caller), namespace,
+                             name, policy_uuid)
+    return policy_view(info)
+
+
+async def _update(request: Request, caller: Caller, namespace: str, name: str | None,
+                  policy_uuid: str, body: ImmutabilityPolicyConfig) -> Response:
+    subject = signed_in(caller)
+    service = immutability_of(request)
+    await policy_call(
+        lambda: service.update(subject, namespace, name, policy_uuid,
+                               tag_pattern=body.tagPattern,
+                               tag_pattern_matches=body.tagPatternMatches,
+                               ip=client_address(request)))
+    return Response(status_code=204)
+
+
+async def _delete(request: Request, caller: Caller, namespace: str, name: str | None,
+                  policy_uuid: str) -> dict[str, Any]:
+    await policy_call(immutability_of(request).delete, signed_in(caller), namespace, name,
+                      policy_uuid, client_address(request))
+    return {"uuid": policy_uuid}
+
+
 # --- namespace policies -----------------------------------------------------------------
 @router.get(_ORG)
 async def list_namespace_policies(
     org: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """The namespace's immutability policies."""
-    infos = await policy_call(immutability_of(request).policies, signed_in(caller), org, None)
-    return {"policies": [policy_view(info) for info in infos]}
+    return await _list(request, caller, org, None)
 
 
 @router.post(_ORG, status_code=201)
 async def create_namespace_policy(
-    org: str,
-    body: ImmutabilityPolicyConfig,
-    request: Request,
+    org: str, body: ImmutabilityPolicyConfig, request: Request,
     caller: Caller = Depends(get_caller),
 ) -> dict[str, Any]:
     """Add a policy: from now on, tags it covers in every repository of the namespace
     cannot be moved or deleted."""
-    subject = signed_in(caller)
-    service = immutability_of(request)
-    info = await policy_call(
-        lambda: service.create(
-            subject,
-            org,
-            None,
-            tag_pattern=body.tagPattern,
-            tag_pattern_matches=body.tagPatternMatches,
-            ip=client_address(request),
-        )
-    )
-    return {"uuid": info.uuid}
+    return await _create(request, caller, org, None, body)
 
 
 @router.get(_ORG + "{policy_uuid}")
@@ -136,35 +166,16 @@ async def get_namespace_policy(
     org: str, policy_uuid: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """One of the namespace's policies."""
-    info = await policy_call(
-        immutability_of(request).get, signed_in(caller), org, None, policy_uuid
-    )
-    return policy_view(info)
+    return await _get(request, caller, org, None, policy_uuid)
 
 
 @router.put(_ORG + "{policy_uuid}", status_code=204)
 async def update_namespace_policy(
-    org: str,
-    policy_uuid: str,
-    body: ImmutabilityPolicyConfig,
-    request: Request,
+    org: str, policy_uuid: str, body: ImmutabilityPolicyConfig, request: Request,
     caller: Caller = Depends(get_caller),
 ) -> Response:
     """Change a policy (204, as Quay answers)."""
-    subject = signed_in(caller)
-    service = immutability_of(request)
-    await policy_call(
-        lambda: service.update(
-            subject,
-            org,
-            None,
-            policy_uuid,
-            tag_pattern=body.tagPattern,
-            tag_pattern_matches=body.tagPatternMatches,
-            ip=client_address(request),
-        )
-    )
-    return Response(status_code=204)
+    return await _update(request, caller, org, None, policy_uuid, body)
 
 
 @router.delete(_ORG + "{policy_uuid}")
@@ -172,15 +183,7 @@ async def delete_namespace_policy(
     org: str, policy_uuid: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """Remove a policy (200 with its uuid, as Quay answers)."""
-    await policy_call(
-        immutability_of(request).delete,
-        signed_in(caller),
-        org,
-        None,
-        policy_uuid,
-        client_address(request),
-    )
-    return {"uuid": policy_uuid}
+    return await _delete(request, caller, org, None, policy_uuid)
 
 
 # --- repository policies ----------------------------------------------------------------
@@ -189,33 +192,16 @@ async def list_repository_policies(
     repository: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """The repository's own immutability policies (not its namespace's)."""
-    namespace, name = split_repository(repository)
-    infos = await policy_call(immutability_of(request).policies, signed_in(caller), namespace, name)
-    return {"policies": [policy_view(info) for info in infos]}
+    return await _list(request, caller, *split_repository(repository))
 
 
 @router.post(_REPO, status_code=201)
 async def create_repository_policy(
-    repository: str,
-    body: ImmutabilityPolicyConfig,
-    request: Request,
+    repository: str, body: ImmutabilityPolicyConfig, request: Request,
     caller: Caller = Depends(get_caller),
 ) -> dict[str, Any]:
     """Add a policy to the repository."""
-    subject = signed_in(caller)
-    namespace, name = split_repository(repository)
-    service = immutability_of(request)
-    info = await policy_call(
-        lambda: service.create(
-            subject,
-            namespace,
-            name,
-            tag_pattern=body.tagPattern,
-            tag_pattern_matches=body.tagPatternMatches,
-            ip=client_address(request),
-        )
-    )
-    return {"uuid": info.uuid}
+    return await _create(request, caller, *split_repository(repository), body)
 
 
 @router.get(_REPO + "{policy_uuid}")
@@ -223,37 +209,16 @@ async def get_repository_policy(
     repository: str, policy_uuid: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """One of the repository's policies."""
-    namespace, name = split_repository(repository)
-    info = await policy_call(
-        immutability_of(request).get, signed_in(caller), namespace, name, policy_uuid
-    )
-    return policy_view(info)
+    return await _get(request, caller, *split_repository(repository), policy_uuid)
 
 
 @router.put(_REPO + "{policy_uuid}", status_code=204)
 async def update_repository_policy(
-    repository: str,
-    policy_uuid: str,
-    body: ImmutabilityPolicyConfig,
-    request: Request,
+    repository: str, policy_uuid: str, body: ImmutabilityPolicyConfig, request: Request,
     caller: Caller = Depends(get_caller),
 ) -> Response:
     """Change one of the repository's policies (204)."""
-    subject = signed_in(caller)
-    namespace, name = split_repository(repository)
-    service = immutability_of(request)
-    await policy_call(
-        lambda: service.update(
-            subject,
-            namespace,
-            name,
-            policy_uuid,
-            tag_pattern=body.tagPattern,
-            tag_pattern_matches=body.tagPatternMatches,
-            ip=client_address(request),
-        )
-    )
-    return Response(status_code=204)
+    return await _update(request, caller, *split_repository(repository), policy_uuid, body)
 
 
 @router.delete(_REPO + "{policy_uuid}")
@@ -261,16 +226,7 @@ async def delete_repository_policy(
     repository: str, policy_uuid: str, request: Request, caller: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """Remove one of the repository's policies."""
-    namespace, name = split_repository(repository)
-    await policy_call(
-        immutability_of(request).delete,
-        signed_in(caller),
-        namespace,
-        name,
-        policy_uuid,
-        client_address(request),
-    )
-    return {"uuid": policy_uuid}
+    return await _delete(request, caller, *split_repository(repository), policy_uuid)
 
 
 # --- the per-tag flag -------------------------------------------------------------------
